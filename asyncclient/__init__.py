@@ -1,0 +1,193 @@
+"""asyncclient: a fast, streaming-aware async client for the Orq gateway's legacy
+text-completions endpoint (``POST /v2/proxy/completions``) and every OpenAI-compatible
+``/completions`` endpoint.
+
+    async with AsyncClient(api_key="...") as client:
+        completion = await client.completions.create(model="openai/gpt-3.5-turbo-instruct",
+                                                     prompt="Say hi")
+        async with client.completions.stream(model=..., prompt=...) as stream:
+            async for text in stream.text_deltas():
+                print(text, end="")
+"""
+
+from ._accumulate import CompletionAccumulator
+from ._client import (
+    DEFAULT_BASE_URL,
+    DEFAULT_PATH,
+    NOT_GIVEN,
+    AsyncClient,
+    CompletionParams,
+    Completions,
+    NotGiven,
+    StreamContext,
+)
+from ._exceptions import (
+    APIConnectionError,
+    APIStatusError,
+    APITimeoutError,
+    AsyncClientError,
+    AuthenticationError,
+    BadRequestError,
+    ConflictError,
+    IncompleteStreamError,
+    InternalServerError,
+    NotFoundError,
+    PermissionDeniedError,
+    RateLimitError,
+    RequestValidationError,
+    ResponseDecodeError,
+    ServerStreamError,
+    StreamDecodeError,
+    StreamError,
+    UnprocessableEntityError,
+)
+from ._models import (
+    UNSET,
+    AgenticRagConfig,
+    Completion,
+    CompletionChoice,
+    CompletionChunk,
+    CompletionRequest,
+    CompletionTokensDetails,
+    CompletionUsage,
+    ContactInfo,
+    Created,
+    ErrorDetail,
+    FinishReason,
+    KnowledgeBase,
+    Logprobs,
+    OrqCache,
+    OrqExtensions,
+    OrqFallback,
+    OrqPrompt,
+    OrqRetry,
+    OrqThread,
+    PromptTokensDetails,
+    Provider,
+    RerankConfig,
+    RerankModelParameters,
+    SearchOptions,
+    StreamOptions,
+    UnsetType,
+)
+from ._sse import ServerSentEvent, SSEDecoder
+from ._streaming import CompletionStream
+from ._transport import ClientClosedError, Timeout
+from ._version import __version__
+
+# The names the Orq SDK (orq-ai-sdk 3.12.0-rc) gives the same shapes, so its users find them.
+PostV2ProxyCompletionsResponseBody = Completion
+PostV2ProxyCompletionsChoices = CompletionChoice
+PostV2ProxyCompletionsUsage = CompletionUsage
+PostV2ProxyCompletionsPromptTokensDetails = PromptTokensDetails
+PostV2ProxyCompletionsCompletionTokensDetails = CompletionTokensDetails
+PostV2ProxyCompletionsFinishReason = FinishReason
+PostV2ProxyCompletionsData = CompletionChunk
+PostV2ProxyCompletionsProxyChoices = CompletionChoice
+PostV2ProxyCompletionsProxyUsage = CompletionUsage
+PostV2ProxyCompletionsProxyPromptTokensDetails = PromptTokensDetails
+PostV2ProxyCompletionsProxyCompletionTokensDetails = CompletionTokensDetails
+PostV2ProxyCompletionsProxyFinishReason = FinishReason
+PostV2ProxyCompletionsCreated = Created
+PostV2ProxyCompletionsRequestBody = CompletionRequest
+PostV2ProxyCompletionsOrq = OrqExtensions
+PostV2ProxyCompletionsRetry = OrqRetry
+PostV2ProxyCompletionsFallbacks = OrqFallback
+PostV2ProxyCompletionsPrompt = OrqPrompt
+PostV2ProxyCompletionsThread = OrqThread
+PostV2ProxyCompletionsCache = OrqCache
+PostV2ProxyCompletionsKnowledgeBases = KnowledgeBase
+PostV2ProxyCompletionsSearchOptions = SearchOptions
+PostV2ProxyCompletionsRerankConfig = RerankConfig
+PostV2ProxyCompletionsModelParameters = RerankModelParameters
+PostV2ProxyCompletionsAgenticRagConfig = AgenticRagConfig
+PublicContact = ContactInfo
+
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "DEFAULT_PATH",
+    "NOT_GIVEN",
+    "UNSET",
+    "APIConnectionError",
+    "APIStatusError",
+    "APITimeoutError",
+    "AgenticRagConfig",
+    "AsyncClient",
+    "AsyncClientError",
+    "AuthenticationError",
+    "BadRequestError",
+    "ClientClosedError",
+    "Completion",
+    "CompletionAccumulator",
+    "CompletionChoice",
+    "CompletionChunk",
+    "CompletionParams",
+    "CompletionRequest",
+    "CompletionStream",
+    "CompletionTokensDetails",
+    "CompletionUsage",
+    "Completions",
+    "ConflictError",
+    "ContactInfo",
+    "Created",
+    "ErrorDetail",
+    "FinishReason",
+    "IncompleteStreamError",
+    "InternalServerError",
+    "KnowledgeBase",
+    "Logprobs",
+    "NotFoundError",
+    "NotGiven",
+    "OrqCache",
+    "OrqExtensions",
+    "OrqFallback",
+    "OrqPrompt",
+    "OrqRetry",
+    "OrqThread",
+    "PermissionDeniedError",
+    "PostV2ProxyCompletionsAgenticRagConfig",
+    "PostV2ProxyCompletionsCache",
+    "PostV2ProxyCompletionsChoices",
+    "PostV2ProxyCompletionsCompletionTokensDetails",
+    "PostV2ProxyCompletionsCreated",
+    "PostV2ProxyCompletionsData",
+    "PostV2ProxyCompletionsFallbacks",
+    "PostV2ProxyCompletionsFinishReason",
+    "PostV2ProxyCompletionsKnowledgeBases",
+    "PostV2ProxyCompletionsModelParameters",
+    "PostV2ProxyCompletionsOrq",
+    "PostV2ProxyCompletionsPrompt",
+    "PostV2ProxyCompletionsPromptTokensDetails",
+    "PostV2ProxyCompletionsProxyChoices",
+    "PostV2ProxyCompletionsProxyCompletionTokensDetails",
+    "PostV2ProxyCompletionsProxyFinishReason",
+    "PostV2ProxyCompletionsProxyPromptTokensDetails",
+    "PostV2ProxyCompletionsProxyUsage",
+    "PostV2ProxyCompletionsRequestBody",
+    "PostV2ProxyCompletionsResponseBody",
+    "PostV2ProxyCompletionsRetry",
+    "PostV2ProxyCompletionsSearchOptions",
+    "PostV2ProxyCompletionsRerankConfig",
+    "PostV2ProxyCompletionsThread",
+    "PostV2ProxyCompletionsUsage",
+    "PromptTokensDetails",
+    "Provider",
+    "PublicContact",
+    "RateLimitError",
+    "RequestValidationError",
+    "RerankConfig",
+    "RerankModelParameters",
+    "ResponseDecodeError",
+    "SSEDecoder",
+    "SearchOptions",
+    "ServerSentEvent",
+    "ServerStreamError",
+    "StreamContext",
+    "StreamDecodeError",
+    "StreamError",
+    "StreamOptions",
+    "Timeout",
+    "UnprocessableEntityError",
+    "UnsetType",
+    "__version__",
+]

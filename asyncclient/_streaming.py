@@ -1,0 +1,290 @@
+"""The stream object: an async iterator of chunks and an async context manager.
+
+Data path per network read: bytes -> :class:`SSEDecoder` (sans-IO) -> the data slices of all
+complete events -> one msgspec decoder call -> chunks queued for the caller. The connection is
+released on every exit path: ``[DONE]``, exhaustion, ``break`` inside ``async with``, an
+exception, cancellation, and (with a ``ResourceWarning``) garbage collection of a stream that
+was never closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import warnings
+from collections import deque
+from collections.abc import AsyncIterator, Mapping
+from types import TracebackType
+from typing import Final, Self
+
+import msgspec
+
+from ._accumulate import CompletionAccumulator
+from ._decode import DONE, decode_chunk, decode_chunks, decode_error, validation_error_path
+from ._exceptions import (
+    APIConnectionError,
+    AsyncClientError,
+    IncompleteStreamError,
+    ServerStreamError,
+    StreamDecodeError,
+    StreamError,
+    excerpt,
+)
+from ._models import Completion, CompletionChunk
+from ._sse import EventTooLargeError, ServerSentEvent, SSEDecoder
+from ._transport import Response
+
+__all__ = ["CompletionStream"]
+
+# After [DONE], the rest of the body (usually just the chunked-encoding terminator) is read so
+# the connection can go back to the pool; past these limits it is closed instead.
+_DRAIN_SECONDS: Final = 1.0
+_DRAIN_BYTES: Final = 64 * 1024
+
+REQUEST_ID_HEADERS: Final = ("x-request-id", "x-orq-request-id", "request-id")
+
+
+def request_id_from(headers: Mapping[str, str]) -> str | None:
+    for name in REQUEST_ID_HEADERS:
+        value = headers.get(name)
+        if value:
+            return value
+    return None
+
+
+class CompletionStream:
+    """Chunks of a streamed completion, as they arrive.
+
+    Use it as ``async with stream: async for chunk in stream: ...``. Besides the chunks it
+    offers :meth:`text_deltas`, :meth:`final_completion` (the same type a non-streamed call
+    returns), :attr:`completion_so_far`, and the response's ``status_code``, ``headers`` and
+    ``request_id``.
+    """
+
+    def __init__(
+        self,
+        response: Response | None,
+        *,
+        max_event_size: int | None = None,
+        chunks: list[CompletionChunk] | None = None,
+        status_code: int = 200,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        self._response = response
+        self._framer = SSEDecoder(max_event_size=max_event_size)
+        self._pending: deque[CompletionChunk] = deque()
+        self._pending_error: AsyncClientError | None = None
+        self._accumulator = CompletionAccumulator()
+        self._done = response is None
+        self._closed = response is None
+        self.status_code = response.status if response is not None else status_code
+        self.headers: Mapping[str, str] = (
+            response.headers if response is not None else (headers or {})
+        )
+        self.request_id = request_id_from(self.headers)
+        if chunks:
+            self._queue(chunks)
+
+    # -- iteration ----------------------------------------------------------------------------
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> CompletionChunk:
+        pending = self._pending
+        if pending:
+            return pending.popleft()
+        return await self._next_slow()
+
+    async def _next_slow(self) -> CompletionChunk:
+        while not self._pending:
+            if self._pending_error is not None:
+                error, self._pending_error = self._pending_error, None
+                await self.aclose()
+                raise error
+            if self._done:
+                await self._finish()
+                raise StopAsyncIteration
+            try:
+                await self._fill()
+            except BaseException:
+                await self.aclose()
+                raise
+        return self._pending.popleft()
+
+    async def _fill(self) -> None:
+        response = self._response
+        assert response is not None
+        try:
+            data = await response.read_chunk()
+        except APIConnectionError as exc:
+            raise self._with_partial(
+                IncompleteStreamError(f"The stream broke before it ended: {exc.message}")
+            ) from exc
+        framer = self._framer
+        try:
+            events = framer.feed(data) if data else framer.flush()
+        except EventTooLargeError as exc:
+            raise self._with_partial(StreamDecodeError(str(exc))) from exc
+        if events:
+            self._handle_events(events)
+        if not data and not self._done:
+            self._done = True
+            error = IncompleteStreamError(
+                "The stream ended before `data: [DONE]`: the server closed the connection "
+                "without finishing the response."
+            )
+            self._fail(error)
+
+    def _handle_events(self, events: list[ServerSentEvent]) -> None:
+        payloads: list[bytes] = []
+        for event in events:
+            if event.event != "message":
+                if event.event == "error":
+                    self._decode_and_queue(payloads)
+                    payloads = []
+                    self._fail(_server_error(event.data))
+                    return
+                continue  # unknown event types (ping, ...) are not part of the completion
+            data = event.data
+            if data == DONE:
+                self._done = True
+                break
+            if data:
+                payloads.append(data)
+        self._decode_and_queue(payloads)
+
+    def _decode_and_queue(self, payloads: list[bytes]) -> None:
+        if not payloads:
+            return
+        try:
+            chunks = [decode_chunk(payloads[0])] if len(payloads) == 1 else decode_chunks(payloads)
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            chunks = []
+            for data in payloads:
+                try:
+                    chunks.append(decode_chunk(data))
+                except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+                    self._queue(chunks)
+                    self._fail(_bad_event(data, exc))
+                    return
+        self._queue(chunks)
+
+    def _queue(self, chunks: list[CompletionChunk]) -> None:
+        add = self._accumulator.add
+        for chunk in chunks:
+            add(chunk)
+        self._pending.extend(chunks)
+
+    def _fail(self, error: AsyncClientError) -> None:
+        """Stop reading; ``error`` is raised once every chunk before it has been yielded."""
+        self._done = True
+        if self._pending_error is None:
+            self._pending_error = (
+                self._with_partial(error) if isinstance(error, StreamError) else error
+            )
+
+    def _with_partial(self, error: StreamError) -> StreamError:
+        error.partial = self._accumulator.snapshot()
+        return error
+
+    # -- conveniences -------------------------------------------------------------------------
+
+    async def text_deltas(self, index: int = 0) -> AsyncIterator[str]:
+        """The new text of choice ``index`` from each chunk, skipping empty pieces."""
+        async for chunk in self:
+            for choice in chunk.choices:
+                if choice.index == index and choice.text:
+                    yield choice.text
+
+    async def final_completion(self) -> Completion:
+        """Read the rest of the stream and return the whole completion.
+
+        The result has one choice per index with its full text, its finish reason and merged
+        logprobs, and the usage of the last chunk that carried usage.
+        """
+        async for _ in self:
+            pass
+        completion = self._accumulator.snapshot()
+        if completion is None:
+            raise IncompleteStreamError("The stream ended without any completion chunk.")
+        return completion
+
+    @property
+    def completion_so_far(self) -> Completion | None:
+        """Everything received so far, as a completion (``None`` before the first chunk)."""
+        return self._accumulator.snapshot()
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    async def _finish(self) -> None:
+        """After ``[DONE]``: drain what is left so the connection can be reused, then release."""
+        response = self._response
+        if self._closed or response is None:
+            return
+        if not response.at_eof:
+            received = 0
+            try:
+                async with asyncio.timeout(_DRAIN_SECONDS):
+                    while received <= _DRAIN_BYTES:
+                        piece = await response.read_chunk()
+                        if not piece:
+                            break
+                        received += len(piece)
+            except (TimeoutError, APIConnectionError):
+                pass
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Release the connection. Safe to call any number of times."""
+        if self._closed:
+            return
+        self._closed = True
+        self._done = True
+        if self._response is not None:
+            self._response.release()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def __del__(self) -> None:
+        if not getattr(self, "_closed", True):
+            self._closed = True
+            if self._response is not None:
+                self._response.release()
+            warnings.warn(
+                "CompletionStream was not closed: use `async with` or call `aclose()`. "
+                "Its connection has been released.",
+                ResourceWarning,
+                stacklevel=1,
+                source=self,
+            )
+
+
+def _server_error(data: bytes) -> ServerStreamError:
+    detail = decode_error(data) if data else None
+    message = detail.message if detail is not None and detail.message else excerpt(data)
+    return ServerStreamError(f"The server reported an error mid-stream: {message}", error=detail)
+
+
+def _bad_event(data: bytes, exc: Exception) -> StreamError:
+    detail = decode_error(data)
+    if detail is not None:
+        return _server_error(data)
+    path = validation_error_path(exc) if isinstance(exc, msgspec.ValidationError) else None
+    return StreamDecodeError(
+        f"A stream event could not be decoded as a completion chunk: {exc}. Data: {excerpt(data)}",
+        body=data,
+        path=path,
+    )
