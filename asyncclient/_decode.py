@@ -7,10 +7,12 @@ fails do we look closer, to raise an error that says what was wrong.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any, Final
 
 import msgspec
+import msgspec.inspect
 
 from ._exceptions import RequestValidationError, ResponseDecodeError, excerpt
 from ._models import (
@@ -43,9 +45,55 @@ _request_validator: Final = msgspec.json.Decoder(CompletionRequest)
 _encoder: Final = msgspec.json.Encoder()
 
 
+_MISSING_FIELD: Final = re.compile(r"Object missing required field `([^`]+)`")
+
+
 def validation_error_path(exc: msgspec.ValidationError) -> str | None:
-    _, sep, path = str(exc).rpartition(" - at `")
-    return path.rstrip("`") if sep else None
+    """The JSON path of the offending value; for a missing field, the path of that field.
+
+    msgspec names the enclosing object (and nothing at the root) when a field is missing;
+    the caller wants ``$.orq.fallbacks[0].model``, not ``$.orq.fallbacks[0]``.
+    """
+    message = str(exc)
+    _, sep, where = message.rpartition(" - at `")
+    path = where.rstrip("`") if sep else None
+    missing = _MISSING_FIELD.match(message)
+    if missing:
+        return f"{path or '$'}.{missing.group(1)}"
+    return path
+
+
+_PATH_PART: Final = re.compile(r"\.([^.\[]+)|\[\d+\]")
+
+
+def _allowed_values(root: type, path: str) -> str | None:
+    """What the spec allows at ``path`` (a numeric range or an enum), read from the Struct
+    types' constraints, so messages can never drift from the rules themselves."""
+    info: msgspec.inspect.Type = msgspec.inspect.type_info(root)
+    for part in _PATH_PART.finditer(path.removeprefix("$")):
+        candidates = info.types if isinstance(info, msgspec.inspect.UnionType) else (info,)
+        step: msgspec.inspect.Type | None = None
+        for candidate in candidates:
+            if part.group(1) is None and isinstance(candidate, msgspec.inspect.ListType):
+                step = candidate.item_type
+            elif part.group(1) is not None and isinstance(candidate, msgspec.inspect.StructType):
+                step = next((f.type for f in candidate.fields if f.name == part.group(1)), None)
+        if step is None:
+            return None
+        info = step
+    candidates = info.types if isinstance(info, msgspec.inspect.UnionType) else (info,)
+    for candidate in candidates:
+        if isinstance(candidate, msgspec.inspect.LiteralType):
+            return "allowed values: " + ", ".join(repr(v) for v in candidate.values)
+        if isinstance(candidate, msgspec.inspect.IntType | msgspec.inspect.FloatType):
+            low, high = candidate.ge, candidate.le
+            if low is not None and high is not None:
+                return f"allowed range: {low:g} to {high:g}"
+            if low is not None:
+                return f"allowed range: >= {low:g}"
+            if high is not None:
+                return f"allowed range: <= {high:g}"
+    return None
 
 
 def decode_completion(body: bytes) -> Completion:
@@ -57,7 +105,8 @@ def decode_completion(body: bytes) -> Completion:
             body=body,
             path=validation_error_path(exc),
         ) from exc
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        # msgspec reports invalid UTF-8 inside a string as a bare UnicodeDecodeError.
         raise ResponseDecodeError(
             f"Response body is not valid JSON ({exc}). Body: {excerpt(body)}", body=body
         ) from exc
@@ -83,7 +132,7 @@ def decode_error(body: bytes) -> ErrorDetail | None:
     """The error detail in a JSON error body (either form), or ``None`` if there is none."""
     try:
         return _error_decoder.decode(body).detail()
-    except (msgspec.ValidationError, msgspec.DecodeError):
+    except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError):
         return None
 
 
@@ -93,6 +142,9 @@ def encode_request(params: Mapping[str, Any], extra_body: Mapping[str, Any] | No
     The check decodes the encoded bytes with a validating decoder: one fast pass that covers
     nested objects whether the caller passed Structs or plain dicts.
     """
+    if any(value is msgspec.UNSET for value in params.values()):
+        # UNSET is dropped by Structs but not by dicts: a keyword passed as UNSET means "unset".
+        params = {key: value for key, value in params.items() if value is not msgspec.UNSET}
     try:
         body = _encoder.encode(params)
     except (TypeError, msgspec.EncodeError) as exc:
@@ -100,9 +152,10 @@ def encode_request(params: Mapping[str, Any], extra_body: Mapping[str, Any] | No
     try:
         request = _request_validator.decode(body)
     except msgspec.ValidationError as exc:
-        raise RequestValidationError(
-            f"Invalid request: {exc}", field=validation_error_path(exc)
-        ) from exc
+        field = validation_error_path(exc)
+        allowed = _allowed_values(CompletionRequest, field) if field else None
+        message = f"Invalid request: {exc}" + (f" ({allowed})" if allowed else "")
+        raise RequestValidationError(message, field=field) from exc
     _check_knowledge_bases(request)
     if extra_body:
         merged = msgspec.json.decode(body)

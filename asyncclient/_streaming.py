@@ -158,12 +158,12 @@ class CompletionStream:
             return
         try:
             chunks = [decode_chunk(payloads[0])] if len(payloads) == 1 else decode_chunks(payloads)
-        except (msgspec.ValidationError, msgspec.DecodeError):
+        except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError):
             chunks = []
             for data in payloads:
                 try:
                     chunks.append(decode_chunk(data))
-                except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+                except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError) as exc:
                     self._queue(chunks)
                     self._fail(_bad_event(data, exc))
                     return

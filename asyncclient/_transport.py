@@ -87,6 +87,14 @@ def _map_error(exc: BaseException, url: str, phase: str) -> AsyncClientError:
 _TRANSLATED = (aiohttp.ClientError, TimeoutError, OSError)
 
 
+def _take_buffered(content: aiohttp.StreamReader) -> bytes:
+    try:
+        # No public aiohttp API reads the buffer once an error is stored.
+        return content._read_nowait(-1)
+    except (AttributeError, TypeError, TimeoutError, aiohttp.ClientError):
+        return b""
+
+
 class Response:
     """A response whose headers have arrived; the body is read through this object.
 
@@ -95,11 +103,12 @@ class Response:
     exit path.
     """
 
-    __slots__ = ("_released", "_response", "headers", "status", "url")
+    __slots__ = ("_failure", "_released", "_response", "headers", "status", "url")
 
     def __init__(self, response: aiohttp.ClientResponse, url: str) -> None:
         self._response = response
         self._released = False
+        self._failure: AsyncClientError | None = None
         self.status: int = response.status
         self.headers: Mapping[str, str] = response.headers
         self.url = url
@@ -128,10 +137,22 @@ class Response:
 
     async def read_chunk(self) -> bytes:
         """The next piece of the body as it arrived from the network; ``b""`` at the end."""
+        if self._failure is not None:
+            raise self._failure
+        content = self._response.content
         try:
-            return await self._response.content.readany()
+            return await content.readany()
         except _TRANSLATED as exc:
-            raise _map_error(exc, self.url, "stream read") from exc
+            failure = _map_error(exc, self.url, "stream read")
+            failure.__cause__ = exc
+            # aiohttp raises a stored connection error before handing out bytes it already
+            # buffered: hand those out first, so that every event that arrived before the
+            # break reaches the caller (and the partial completion), then raise.
+            buffered = _take_buffered(content)
+            if buffered:
+                self._failure = failure
+                return buffered
+            raise failure from exc
 
     def release(self) -> None:
         if self._released:

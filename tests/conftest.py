@@ -1,0 +1,29 @@
+"""Shared fixtures: a gateway emulator on loopback and a client pointed at it."""
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from asyncclient import AsyncClient
+from asyncclient.testing import GatewayEmulator
+
+API_KEY = "test-key"
+
+
+@pytest.fixture
+async def emulator() -> AsyncIterator[GatewayEmulator]:
+    server = GatewayEmulator()
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.close()
+
+
+@pytest.fixture
+async def client(emulator: GatewayEmulator) -> AsyncIterator[AsyncClient]:
+    async_client = AsyncClient(base_url=emulator.base_url, api_key=API_KEY)
+    try:
+        yield async_client
+    finally:
+        await async_client.aclose()
