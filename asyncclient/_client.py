@@ -2,23 +2,34 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import platform
+import uuid
 from collections.abc import Mapping
 from types import TracebackType
-from typing import Any, Final, Literal, Required, Self, TypedDict, Unpack, overload
+from typing import Any, Final, Literal, NamedTuple, Required, Self, TypedDict, Unpack, overload
 
 from ._accumulate import chunk_from_completion
+from ._batch import DEFAULT_CONCURRENCY, DEFAULT_MAX_RETRIES, BatchJob, BatchSource
 from ._decode import decode_completion, decode_error, encode_request
-from ._exceptions import APIStatusError, ResponseDecodeError, excerpt, status_error_class
+from ._exceptions import (
+    APIConnectionError,
+    APIStatusError,
+    ResponseDecodeError,
+    excerpt,
+    status_error_class,
+)
 from ._models import (
     Completion,
     CompletionRequest,
     OrqExtensions,
     Prompt,
+    ResponseInfo,
     StreamOptions,
     to_builtins,
 )
+from ._retry import NO_RETRIES, AttemptLog, RetryPolicy, run_with_retries
 from ._streaming import CompletionStream, request_id_from
 from ._transport import (
     DEFAULT_MAX_CONNECTIONS,
@@ -37,6 +48,7 @@ __all__ = [
     "NOT_GIVEN",
     "AsyncClient",
     "CompletionParams",
+    "CompletionWithInfo",
     "Completions",
     "NotGiven",
 ]
@@ -46,6 +58,8 @@ DEFAULT_PATH: Final = "/v2/proxy/completions"
 API_KEY_ENV: Final = "ORQ_API_KEY"
 BASE_URL_ENV: Final = "ORQ_BASE_URL"
 DEFAULT_MAX_EVENT_SIZE: Final = 64 * 1024 * 1024
+DEFAULT_MAX_BODY_SIZE: Final = 256 * 1024 * 1024
+DEFAULT_RETRY_POLICY: Final = RetryPolicy()
 
 
 class NotGiven:
@@ -107,6 +121,14 @@ class AsyncClient:
     session (created on first use inside the running loop) with a pool of
     ``max_connections``. Close it with ``await client.aclose()`` or ``async with``. A session
     passed as ``session=`` is borrowed and never closed by the client.
+
+    ``retry`` is the client-side retry policy (``None`` turns retries off); every call may
+    override it. Statuses 408, 409, 429 and 5xx and connection failures are retried with
+    exponential backoff and full jitter, honouring ``Retry-After``; a stream is never retried
+    once it has been handed to the caller. ``idempotency_keys=True`` sends one
+    ``Idempotency-Key`` per logical request, the same on every attempt.
+    ``max_event_size`` and ``max_body_size`` bound what one event and one plain body may
+    hold (``ResponseTooLargeError`` / ``StreamDecodeError`` past them).
     """
 
     def __init__(
@@ -117,7 +139,10 @@ class AsyncClient:
         path: str = DEFAULT_PATH,
         timeout: Timeout | float | None = DEFAULT_TIMEOUT,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        retry: RetryPolicy | None = DEFAULT_RETRY_POLICY,
         max_event_size: int | None = DEFAULT_MAX_EVENT_SIZE,
+        max_body_size: int | None = DEFAULT_MAX_BODY_SIZE,
+        idempotency_keys: bool = False,
         default_headers: Mapping[str, str] | None = None,
         session: HTTPSession | None = None,
         verify_tls: bool = True,
@@ -129,7 +154,10 @@ class AsyncClient:
         self.base_url = base_url.rstrip("/")
         self.path = "/" + path.lstrip("/")
         self.timeout = Timeout.coerce(timeout)
+        self.retry = retry if retry is not None else NO_RETRIES
         self.max_event_size = max_event_size
+        self.max_body_size = max_body_size
+        self.idempotency_keys = idempotency_keys
         self._api_key = api_key
         self._transport = Transport(
             session=session, max_connections=max_connections, verify_tls=verify_tls
@@ -172,26 +200,154 @@ class AsyncClient:
 
     # -- the request cycle, shared by every resource -----------------------------------------
 
-    async def _send(
+    def _options(
         self,
-        body: bytes,
         *,
-        stream: bool,
+        timeout: Timeout | float | None | NotGiven,
+        retry: RetryPolicy | None | NotGiven,
         path: str | None,
-        timeout: Timeout,
         extra_headers: Mapping[str, str] | None,
-    ) -> Response:
-        url = self.base_url + (path if path is not None else self.path)
-        headers = self._sse_headers if stream else self._json_headers
-        if extra_headers:
-            headers = {**headers, **extra_headers}
-        response = await self._transport.send(url, body=body, headers=headers, timeout=timeout)
-        if response.status >= 300:
-            raise await _status_error(response)
-        return response
+        idempotency_key: str | None,
+    ) -> _CallOptions:
+        if isinstance(retry, NotGiven):
+            policy = self.retry
+        else:
+            policy = retry if retry is not None else NO_RETRIES
+        return _CallOptions(
+            timeout=self.timeout if isinstance(timeout, NotGiven) else Timeout.coerce(timeout),
+            retry=policy,
+            url=self.base_url + (path if path is not None else self.path),
+            extra_headers=extra_headers,
+            idempotency_key=idempotency_key,
+        )
 
-    def _resolve_timeout(self, timeout: Timeout | float | None | NotGiven) -> Timeout:
-        return self.timeout if isinstance(timeout, NotGiven) else Timeout.coerce(timeout)
+    def _headers(self, stream: bool, options: _CallOptions) -> Mapping[str, str]:
+        headers = self._sse_headers if stream else self._json_headers
+        key = options.idempotency_key
+        if key is None and self.idempotency_keys:
+            key = f"asyncclient-{uuid.uuid4().hex}"
+        if key is not None or options.extra_headers:
+            headers = {**headers}
+            if key is not None:
+                headers["Idempotency-Key"] = key
+            if options.extra_headers:
+                headers.update(options.extra_headers)
+        return headers
+
+    async def _request(
+        self, body: bytes, *, stream: bool, options: _CallOptions
+    ) -> tuple[Completion | CompletionStream, ResponseInfo]:
+        """One logical request: attempts with retries, then a completion or a stream.
+
+        A plain response is read and decoded inside the attempt, so a body that breaks off
+        is retried like a failed connection. A stream is retried only until its headers
+        arrive: after that it belongs to the caller, and re-sending could duplicate text.
+        """
+        url = options.url
+        timeout = options.timeout
+        headers = self._headers(stream, options)
+        transport = self._transport
+        loop_time = asyncio.get_running_loop().time
+        started = loop_time()
+        log = AttemptLog()
+        response_headers: list[Response] = []
+
+        async def attempt(number: int) -> Completion | Response:
+            response = await transport.send(url, body=body, headers=headers, timeout=timeout)
+            if response.status >= 300:
+                raise await _status_error(response)
+            response_headers.append(response)
+            if response.content_type == "text/event-stream":
+                if stream:
+                    return response
+                # Asked for a plain body, got an event stream: read it whole, here, so
+                # that a failure mid-way is retried like any other broken body.
+                events = CompletionStream(
+                    response, max_event_size=self.max_event_size, timeout=timeout
+                )
+                async with events:
+                    return await events.final_completion()
+            raw = await response.read(limit=self.max_body_size, timeout=timeout.idle)
+            return _decode_body(response, raw)
+
+        async with deadline(timeout.total, url):
+            outcome = await run_with_retries(options.retry, attempt, _classify, log=log)
+        last = response_headers[-1]
+        info = ResponseInfo(
+            status_code=last.status,
+            headers=last.headers,
+            request_id=request_id_from(last.headers),
+            attempts=log.attempts,
+            retry_waits=log.waits,
+            elapsed=loop_time() - started,
+        )
+        if isinstance(outcome, Response):
+            total_deadline = started + timeout.total if timeout.total is not None else None
+            return (
+                CompletionStream(
+                    outcome,
+                    max_event_size=self.max_event_size,
+                    timeout=timeout,
+                    total_deadline=total_deadline,
+                    info=info,
+                ),
+                info,
+            )
+        if stream:
+            # A JSON answer to a stream request: a stream of one chunk.
+            return CompletionStream(None, chunks=[chunk_from_completion(outcome)], info=info), info
+        return outcome, info
+
+    def batch(
+        self,
+        requests: BatchSource,
+        *,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        ordered: bool = True,
+        buffer: int | None = None,
+        fail_fast: bool = False,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        requests_per_minute: float | None = None,
+        tokens_per_minute: float | None = None,
+        adaptive: bool = True,
+        timeout: Timeout | float | None | NotGiven = NOT_GIVEN,
+        path: str | None = None,
+        extra_headers: Mapping[str, str] | None = None,
+        extra_body: Mapping[str, Any] | None = None,
+    ) -> BatchJob:
+        """Run many requests through a fixed pool of ``concurrency`` workers.
+
+        ``requests`` is any iterable or async iterable of :class:`CompletionRequest`, mappings
+        of request fields (with an optional ``"id"``) or :class:`BatchItem`; it is read lazily,
+        so it may be far larger than memory. Use the job as
+        ``async with client.batch(...) as results: async for result in results:``; each
+        :class:`BatchResult` holds the response or the typed error, usage, latency, attempts
+        and the input's id. A streamed request (``stream: True``) is accumulated into its
+        final response. See :class:`BatchJob` for ordering, limits, retries and cancellation.
+        """
+        completions = self.completions
+
+        async def call(request: CompletionRequest) -> Completion:
+            return await completions.create_from_request(
+                request,
+                timeout=timeout,
+                path=path,
+                extra_headers=extra_headers,
+                extra_body=extra_body,
+            )
+
+        return BatchJob(
+            requests,
+            call,
+            concurrency=concurrency,
+            ordered=ordered,
+            buffer=buffer,
+            fail_fast=fail_fast,
+            max_retries=max_retries,
+            requests_per_minute=requests_per_minute,
+            tokens_per_minute=tokens_per_minute,
+            adaptive=adaptive,
+        )
 
 
 async def _status_error(response: Response) -> APIStatusError:
@@ -232,8 +388,38 @@ def _decode_body(response: Response, body: bytes) -> Completion:
         ) from exc
 
 
+class _CallOptions(NamedTuple):
+    timeout: Timeout
+    retry: RetryPolicy
+    url: str
+    extra_headers: Mapping[str, str] | None
+    idempotency_key: str | None
+
+
+def _classify(exc: BaseException) -> tuple[int | None, Mapping[str, str] | None] | None:
+    """Which failures the retry policy may retry: status errors and connection failures."""
+    if isinstance(exc, APIStatusError):
+        return exc.status_code, exc.headers
+    if isinstance(exc, APIConnectionError):
+        return None, None
+    return None
+
+
+class CompletionWithInfo(NamedTuple):
+    """A completion and how it was obtained (status, headers, request id, attempts)."""
+
+    completion: Completion
+    info: ResponseInfo
+
+
 class Completions:
-    """``client.completions``: the legacy text-completions endpoint."""
+    """``client.completions``: the legacy text-completions endpoint.
+
+    Every method takes the request fields of :class:`CompletionParams` as keyword arguments,
+    plus the per-call options: ``timeout`` (``None``: no timeout), ``retry`` (``None``: no
+    retries), ``path``, ``extra_headers``, ``extra_body`` (merged last into the JSON body) and
+    ``idempotency_key``. Leaving an option out means "the client's default".
+    """
 
     def __init__(self, client: AsyncClient) -> None:
         self._client = client
@@ -244,9 +430,11 @@ class Completions:
         *,
         stream: Literal[False] = False,
         timeout: Timeout | float | None | NotGiven = NOT_GIVEN,
+        retry: RetryPolicy | None | NotGiven = NOT_GIVEN,
         path: str | None = None,
         extra_headers: Mapping[str, str] | None = None,
         extra_body: Mapping[str, Any] | None = None,
+        idempotency_key: str | None = None,
         **params: Unpack[CompletionParams],
     ) -> Completion: ...
 
@@ -256,9 +444,11 @@ class Completions:
         *,
         stream: Literal[True],
         timeout: Timeout | float | None | NotGiven = NOT_GIVEN,
+        retry: RetryPolicy | None | NotGiven = NOT_GIVEN,
         path: str | None = None,
         extra_headers: Mapping[str, str] | None = None,
         extra_body: Mapping[str, Any] | None = None,
+        idempotency_key: str | None = None,
         **params: Unpack[CompletionParams],
     ) -> CompletionStream: ...
 
@@ -268,9 +458,11 @@ class Completions:
         *,
         stream: bool,
         timeout: Timeout | float | None | NotGiven = NOT_GIVEN,
+        retry: RetryPolicy | None | NotGiven = NOT_GIVEN,
         path: str | None = None,
         extra_headers: Mapping[str, str] | None = None,
         extra_body: Mapping[str, Any] | None = None,
+        idempotency_key: str | None = None,
         **params: Unpack[CompletionParams],
     ) -> Completion | CompletionStream: ...
 
@@ -279,143 +471,152 @@ class Completions:
         *,
         stream: bool = False,
         timeout: Timeout | float | None | NotGiven = NOT_GIVEN,
+        retry: RetryPolicy | None | NotGiven = NOT_GIVEN,
         path: str | None = None,
         extra_headers: Mapping[str, str] | None = None,
         extra_body: Mapping[str, Any] | None = None,
+        idempotency_key: str | None = None,
         **params: Unpack[CompletionParams],
     ) -> Completion | CompletionStream:
         """Create a completion.
 
         Returns the response body, or with ``stream=True`` a :class:`CompletionStream`
-        (use it with ``async with``). ``timeout`` overrides the client's for this call
-        (``None``: no timeout); ``path`` overrides the endpoint path; ``extra_headers`` and
-        ``extra_body`` are merged last into the headers and the JSON body.
-
-        Raises :class:`RequestValidationError` before sending anything when a field breaks
-        the spec, and the documented :class:`AsyncClientError` subclasses otherwise.
+        (use it with ``async with``). Raises :class:`RequestValidationError` before sending
+        anything when a field breaks the spec, and the documented
+        :class:`AsyncClientError` subclasses otherwise.
         """
-        body = self._encode(params, stream, extra_body)
-        return await self._create_from_body(
-            body,
-            stream=stream,
-            timeout=self._client._resolve_timeout(timeout),
+        client = self._client
+        options = client._options(
+            timeout=timeout,
+            retry=retry,
             path=path,
             extra_headers=extra_headers,
+            idempotency_key=idempotency_key,
         )
+        result, _ = await client._request(
+            _encode(params, stream, extra_body), stream=stream, options=options
+        )
+        return result
+
+    async def create_with_info(
+        self,
+        *,
+        timeout: Timeout | float | None | NotGiven = NOT_GIVEN,
+        retry: RetryPolicy | None | NotGiven = NOT_GIVEN,
+        path: str | None = None,
+        extra_headers: Mapping[str, str] | None = None,
+        extra_body: Mapping[str, Any] | None = None,
+        idempotency_key: str | None = None,
+        **params: Unpack[CompletionParams],
+    ) -> CompletionWithInfo:
+        """Like :meth:`create` (not streamed), also returning the :class:`ResponseInfo`:
+        status, headers, request id, attempts and retry waits."""
+        client = self._client
+        options = client._options(
+            timeout=timeout,
+            retry=retry,
+            path=path,
+            extra_headers=extra_headers,
+            idempotency_key=idempotency_key,
+        )
+        result, info = await client._request(
+            _encode(params, False, extra_body), stream=False, options=options
+        )
+        assert isinstance(result, Completion)
+        return CompletionWithInfo(result, info)
 
     def stream(
         self,
         *,
         timeout: Timeout | float | None | NotGiven = NOT_GIVEN,
+        retry: RetryPolicy | None | NotGiven = NOT_GIVEN,
         path: str | None = None,
         extra_headers: Mapping[str, str] | None = None,
         extra_body: Mapping[str, Any] | None = None,
+        idempotency_key: str | None = None,
         **params: Unpack[CompletionParams],
     ) -> StreamContext:
         """``async with client.completions.stream(...) as stream:`` sends the request on
         entry and always releases the connection on exit."""
-        body = self._encode(params, True, extra_body)
-        return StreamContext(
-            self,
-            body,
-            timeout=self._client._resolve_timeout(timeout),
+        client = self._client
+        options = client._options(
+            timeout=timeout,
+            retry=retry,
             path=path,
             extra_headers=extra_headers,
+            idempotency_key=idempotency_key,
         )
+        return StreamContext(client, _encode(params, True, extra_body), options)
 
     async def create_from_request(
         self,
         request: CompletionRequest,
         *,
         timeout: Timeout | float | None | NotGiven = NOT_GIVEN,
+        retry: RetryPolicy | None | NotGiven = NOT_GIVEN,
         path: str | None = None,
         extra_headers: Mapping[str, str] | None = None,
         extra_body: Mapping[str, Any] | None = None,
+        idempotency_key: str | None = None,
     ) -> Completion:
         """Send a prepared :class:`CompletionRequest`; a streamed one is accumulated."""
-        body = encode_request(to_builtins(request), extra_body)
-        stream = request.stream is True
-        result = await self._create_from_body(
-            body,
-            stream=stream,
-            timeout=self._client._resolve_timeout(timeout),
+        result = await self.create_from_request_with_info(
+            request,
+            timeout=timeout,
+            retry=retry,
             path=path,
             extra_headers=extra_headers,
+            extra_body=extra_body,
+            idempotency_key=idempotency_key,
         )
+        return result.completion
+
+    async def create_from_request_with_info(
+        self,
+        request: CompletionRequest,
+        *,
+        timeout: Timeout | float | None | NotGiven = NOT_GIVEN,
+        retry: RetryPolicy | None | NotGiven = NOT_GIVEN,
+        path: str | None = None,
+        extra_headers: Mapping[str, str] | None = None,
+        extra_body: Mapping[str, Any] | None = None,
+        idempotency_key: str | None = None,
+    ) -> CompletionWithInfo:
+        """:meth:`create_from_request` with the :class:`ResponseInfo` (attempts, waits...)."""
+        client = self._client
+        options = client._options(
+            timeout=timeout,
+            retry=retry,
+            path=path,
+            extra_headers=extra_headers,
+            idempotency_key=idempotency_key,
+        )
+        stream = request.stream is True
+        body = encode_request(to_builtins(request), extra_body)
+        result, info = await client._request(body, stream=stream, options=options)
         if isinstance(result, CompletionStream):
             async with result:
-                return await result.final_completion()
-        return result
+                return CompletionWithInfo(await result.final_completion(), info)
+        return CompletionWithInfo(result, info)
 
-    @staticmethod
-    def _encode(
-        params: Mapping[str, Any], stream: bool, extra_body: Mapping[str, Any] | None
-    ) -> bytes:
-        if stream:
-            params = {**params, "stream": True}
-        return encode_request(params, extra_body)
 
-    async def _create_from_body(
-        self,
-        body: bytes,
-        *,
-        stream: bool,
-        timeout: Timeout,
-        path: str | None,
-        extra_headers: Mapping[str, str] | None,
-    ) -> Completion | CompletionStream:
-        client = self._client
-        url = client.base_url + (path if path is not None else client.path)
-        # The total deadline bounds the whole call for a plain response; a stream returned to
-        # the caller is bounded only by the read (idle) timeout.
-        async with deadline(None if stream else timeout.total, url):
-            response = await client._send(
-                body, stream=stream, path=path, timeout=timeout, extra_headers=extra_headers
-            )
-            if response.content_type == "text/event-stream":
-                events = CompletionStream(response, max_event_size=client.max_event_size)
-                if stream:
-                    return events
-                async with events:
-                    return await events.final_completion()
-            completion = _decode_body(response, await response.read())
-        if stream:
-            return CompletionStream(
-                None,
-                chunks=[chunk_from_completion(completion)],
-                status_code=response.status,
-                headers=response.headers,
-            )
-        return completion
+def _encode(params: Mapping[str, Any], stream: bool, extra_body: Mapping[str, Any] | None) -> bytes:
+    if stream:
+        params = {**params, "stream": True}
+    return encode_request(params, extra_body)
 
 
 class StreamContext:
     """What :meth:`Completions.stream` returns: an async context manager for one stream."""
 
-    def __init__(
-        self,
-        completions: Completions,
-        body: bytes,
-        *,
-        timeout: Timeout,
-        path: str | None,
-        extra_headers: Mapping[str, str] | None,
-    ) -> None:
-        self._completions = completions
+    def __init__(self, client: AsyncClient, body: bytes, options: _CallOptions) -> None:
+        self._client = client
         self._body = body
-        self._timeout = timeout
-        self._path = path
-        self._extra_headers = extra_headers
+        self._options = options
         self._stream: CompletionStream | None = None
 
     async def __aenter__(self) -> CompletionStream:
-        result = await self._completions._create_from_body(
-            self._body,
-            stream=True,
-            timeout=self._timeout,
-            path=self._path,
-            extra_headers=self._extra_headers,
-        )
+        result, _ = await self._client._request(self._body, stream=True, options=self._options)
         assert isinstance(result, CompletionStream)
         self._stream = result
         return result

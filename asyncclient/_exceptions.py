@@ -5,7 +5,13 @@
     AsyncClientError
     ├── RequestValidationError      the request was refused before sending (also a ValueError)
     ├── APIConnectionError          no usable response: DNS, refused, reset, TLS (wraps aiohttp)
-    │   └── APITimeoutError         a timeout elapsed (connect, headers, read, total)
+    │   └── APITimeoutError         a timeout elapsed; ``phase`` names it
+    │       ├── ConnectTimeoutError     getting a connection (pool wait, DNS, TCP, TLS)
+    │       ├── HeadersTimeoutError     waiting for the response headers
+    │       ├── ReadTimeoutError        silence while reading a plain (JSON) body
+    │       ├── TotalTimeoutError       the whole call's deadline
+    │       └── StreamTimeoutError      mid-stream (also an IncompleteStreamError):
+    │                                   phase "first_event", "idle" or "total"
     ├── APIStatusError              the server answered 4xx/5xx (status_code, headers, body ...)
     │   ├── BadRequestError             400
     │   ├── AuthenticationError         401
@@ -17,11 +23,13 @@
     │   └── InternalServerError         5xx
     ├── ResponseDecodeError         a 2xx body that is not what the spec says (bad JSON,
     │   │                           missing field, HTML page, wrong Content-Type)
+    │   ├── ResponseTooLargeError   the body is larger than ``max_body_size``
     │   └── StreamDecodeError       ... inside an event stream (also a StreamError)
     └── StreamError                 a stream failed after it started; carries ``partial``
         ├── StreamDecodeError
         ├── IncompleteStreamError   the stream ended or broke before ``data: [DONE]``
-        │                           (also an APIConnectionError)
+        │   │                       (also an APIConnectionError)
+        │   └── StreamTimeoutError  no content event in time (keep-alive comments do not count)
         └── ServerStreamError       the server sent an error event mid-stream
 
 Foreign exceptions (aiohttp, msgspec) never escape: the transport and decoders translate them
@@ -44,16 +52,22 @@ __all__ = [
     "AuthenticationError",
     "BadRequestError",
     "ConflictError",
+    "ConnectTimeoutError",
+    "HeadersTimeoutError",
     "IncompleteStreamError",
     "InternalServerError",
     "NotFoundError",
     "PermissionDeniedError",
     "RateLimitError",
+    "ReadTimeoutError",
     "RequestValidationError",
     "ResponseDecodeError",
+    "ResponseTooLargeError",
     "ServerStreamError",
     "StreamDecodeError",
     "StreamError",
+    "StreamTimeoutError",
+    "TotalTimeoutError",
     "UnprocessableEntityError",
     "status_error_class",
 ]
@@ -106,6 +120,22 @@ class APITimeoutError(APIConnectionError):
     ) -> None:
         super().__init__(message, url=url)
         self.phase = phase
+
+
+class ConnectTimeoutError(APITimeoutError):
+    """No connection within ``Timeout.connect`` (pool wait, DNS, TCP and TLS)."""
+
+
+class HeadersTimeoutError(APITimeoutError):
+    """The response headers did not arrive within ``Timeout.headers``."""
+
+
+class ReadTimeoutError(APITimeoutError):
+    """A plain body went silent for longer than ``Timeout.idle``."""
+
+
+class TotalTimeoutError(APITimeoutError):
+    """The call did not finish within ``Timeout.total``."""
 
 
 class APIStatusError(AsyncClientError):
@@ -200,6 +230,10 @@ class ResponseDecodeError(AsyncClientError):
         self.path = path
 
 
+class ResponseTooLargeError(ResponseDecodeError):
+    """The body is larger than the client's ``max_body_size``; it was not read further."""
+
+
 class StreamError(AsyncClientError):
     """A stream failed after it started.
 
@@ -221,6 +255,20 @@ class StreamDecodeError(ResponseDecodeError, StreamError):
 
 class IncompleteStreamError(StreamError, APIConnectionError):
     """The connection ended, broke or timed out before ``data: [DONE]``."""
+
+
+class StreamTimeoutError(IncompleteStreamError, APITimeoutError):
+    """No content event arrived in time; ``phase`` says which limit was hit.
+
+    ``first_event``: nothing after the headers within ``Timeout.first_event``; ``idle``: no
+    content event for ``Timeout.idle`` (SSE comments and keep-alives do not reset it);
+    ``total``: the call's deadline passed. ``partial`` holds what arrived before.
+    """
+
+    def __init__(self, message: str, *, phase: str, url: str | None = None) -> None:
+        AsyncClientError.__init__(self, message)
+        self.phase = phase
+        self.url = url
 
 
 class ServerStreamError(StreamError):

@@ -12,6 +12,7 @@ decoding measurably cheaper for large batches.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated, Any, Final, Literal, TypeAlias
 
 import msgspec
@@ -42,6 +43,7 @@ __all__ = [
     "Provider",
     "RerankConfig",
     "RerankModelParameters",
+    "ResponseInfo",
     "SearchOptions",
     "StreamOptions",
     "UnsetType",
@@ -178,6 +180,22 @@ class _ErrorEnvelope(Struct, kw_only=True, gc=False):
                 message=self.message or "", type=self.type, param=self.param, code=self.code
             )
         return None
+
+
+class ResponseInfo(Struct, kw_only=True, frozen=True):
+    """What the client knows about how a response was obtained (not part of the body).
+
+    ``attempts`` counts every attempt including the successful one; ``retry_waits`` are the
+    pauses before each retry; ``elapsed`` is the time in seconds from the first attempt to
+    the response headers. Only response headers are kept: never the request's credentials.
+    """
+
+    status_code: int
+    headers: Mapping[str, str]
+    request_id: str | None = None
+    attempts: int = 1
+    retry_waits: tuple[float, ...] = ()
+    elapsed: float = 0.0
 
 
 # --------------------------------------------------------------------------------------------

@@ -27,11 +27,12 @@ from ._exceptions import (
     ServerStreamError,
     StreamDecodeError,
     StreamError,
+    StreamTimeoutError,
     excerpt,
 )
-from ._models import Completion, CompletionChunk
+from ._models import Completion, CompletionChunk, ResponseInfo
 from ._sse import EventTooLargeError, ServerSentEvent, SSEDecoder
-from ._transport import Response
+from ._transport import Response, Timeout
 
 __all__ = ["CompletionStream"]
 
@@ -39,6 +40,12 @@ __all__ = ["CompletionStream"]
 # the connection can go back to the pool; past these limits it is closed instead.
 _DRAIN_SECONDS: Final = 1.0
 _DRAIN_BYTES: Final = 64 * 1024
+
+_TIMEOUT_MESSAGES: Final = {
+    "first_event": "No content event arrived within Timeout.first_event after the headers.",
+    "idle": "No content event arrived within Timeout.idle (keep-alives do not count).",
+    "total": "The stream did not finish within Timeout.total.",
+}
 
 REQUEST_ID_HEADERS: Final = ("x-request-id", "x-orq-request-id", "request-id")
 
@@ -56,8 +63,8 @@ class CompletionStream:
 
     Use it as ``async with stream: async for chunk in stream: ...``. Besides the chunks it
     offers :meth:`text_deltas`, :meth:`final_completion` (the same type a non-streamed call
-    returns), :attr:`completion_so_far`, and the response's ``status_code``, ``headers`` and
-    ``request_id``.
+    returns), :attr:`completion_so_far`, the response's ``status_code``, ``headers`` and
+    ``request_id``, and :attr:`info` (those plus the attempts and retry waits it took).
     """
 
     def __init__(
@@ -65,9 +72,10 @@ class CompletionStream:
         response: Response | None,
         *,
         max_event_size: int | None = None,
+        timeout: Timeout | None = None,
+        total_deadline: float | None = None,
+        info: ResponseInfo | None = None,
         chunks: list[CompletionChunk] | None = None,
-        status_code: int = 200,
-        headers: Mapping[str, str] | None = None,
     ) -> None:
         self._response = response
         self._framer = SSEDecoder(max_event_size=max_event_size)
@@ -76,11 +84,28 @@ class CompletionStream:
         self._accumulator = CompletionAccumulator()
         self._done = response is None
         self._closed = response is None
-        self.status_code = response.status if response is not None else status_code
-        self.headers: Mapping[str, str] = (
-            response.headers if response is not None else (headers or {})
+        if info is None:
+            info = ResponseInfo(
+                status_code=response.status if response is not None else 200,
+                headers=response.headers if response is not None else {},
+                request_id=request_id_from(response.headers) if response is not None else None,
+            )
+        self.info = info
+        self.status_code = info.status_code
+        self.headers = info.headers
+        self.request_id = info.request_id
+        # Deadlines are loop times. `idle` restarts only when content arrives, never on a
+        # comment or keep-alive, so a server that only sends keep-alives still times out.
+        self._loop_time = asyncio.get_running_loop().time
+        self._idle = timeout.idle if timeout is not None else None
+        first_event = timeout.first_event if timeout is not None else None
+        if first_event is None:
+            first_event = self._idle
+        self._content_deadline = (
+            self._loop_time() + first_event if first_event is not None else None
         )
-        self.request_id = request_id_from(self.headers)
+        self._total_deadline = total_deadline
+        self._seen_content = False
         if chunks:
             self._queue(chunks)
 
@@ -114,8 +139,17 @@ class CompletionStream:
     async def _fill(self) -> None:
         response = self._response
         assert response is not None
+        deadline, phase = self._next_deadline()
         try:
-            data = await response.read_chunk()
+            if deadline is None:
+                data = await response.read_chunk()
+            else:
+                async with asyncio.timeout_at(deadline):
+                    data = await response.read_chunk()
+        except TimeoutError as exc:
+            raise self._with_partial(
+                StreamTimeoutError(_TIMEOUT_MESSAGES[phase], phase=phase, url=response.url)
+            ) from exc
         except APIConnectionError as exc:
             raise self._with_partial(
                 IncompleteStreamError(f"The stream broke before it ended: {exc.message}")
@@ -127,6 +161,9 @@ class CompletionStream:
             raise self._with_partial(StreamDecodeError(str(exc))) from exc
         if events:
             self._handle_events(events)
+            if self._pending and self._idle is not None:
+                self._seen_content = True
+                self._content_deadline = self._loop_time() + self._idle
         if not data and not self._done:
             self._done = True
             error = IncompleteStreamError(
@@ -134,6 +171,15 @@ class CompletionStream:
                 "without finishing the response."
             )
             self._fail(error)
+
+    def _next_deadline(self) -> tuple[float | None, str]:
+        content = self._content_deadline
+        total = self._total_deadline
+        if total is not None and (content is None or total <= content):
+            return total, "total"
+        if content is not None:
+            return content, "idle" if self._seen_content else "first_event"
+        return None, ""
 
     def _handle_events(self, events: list[ServerSentEvent]) -> None:
         payloads: list[bytes] = []

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from types import TracebackType
@@ -16,7 +17,16 @@ from typing import Final, Self, TypeAlias
 
 import aiohttp
 
-from ._exceptions import APIConnectionError, APITimeoutError, AsyncClientError
+from ._exceptions import (
+    APIConnectionError,
+    APITimeoutError,
+    AsyncClientError,
+    ConnectTimeoutError,
+    HeadersTimeoutError,
+    ReadTimeoutError,
+    ResponseTooLargeError,
+    TotalTimeoutError,
+)
 
 __all__ = [
     "DEFAULT_MAX_CONNECTIONS",
@@ -28,6 +38,8 @@ __all__ = [
     "Transport",
 ]
 
+logger = logging.getLogger("asyncclient")
+
 HTTPSession: TypeAlias = aiohttp.ClientSession
 """The session type a caller may lend to :class:`~asyncclient.AsyncClient`."""
 
@@ -36,27 +48,39 @@ DEFAULT_MAX_CONNECTIONS: Final = 100
 
 @dataclass(frozen=True, slots=True)
 class Timeout:
-    """Timeouts in seconds; ``None`` disables one.
+    """Timeouts in seconds, one per phase of a call; ``None`` disables one.
 
     - ``connect``: getting a connection (pool wait, DNS, TCP and TLS).
-    - ``read``: the longest silence between two reads of the socket, including the wait for
-      the response headers. It bounds a stalled stream without limiting a long, live one.
-    - ``total``: a deadline for the whole call. ``None`` by default, because a total
-      deadline kills long streams (aiohttp's own default of 300 s is not used).
+    - ``headers``: from sending the request to receiving the response headers. For a plain
+      (non-streamed) call this includes the whole generation, hence the generous default.
+    - ``first_event``: streams only, from the headers to the first content event; ``None``
+      means the same as ``idle``.
+    - ``idle``: streams: the longest gap between two content events. SSE comments and
+      keep-alives do not reset it, so a server that only sends keep-alives still times out.
+      Plain bodies: the time allowed to read the body once the headers are in.
+    - ``total``: a deadline for the whole call, stream included. ``None`` by default: a total
+      deadline kills long streams (which is why aiohttp's own 300 s default is not used).
+
+    Each phase raises its own :class:`APITimeoutError` subclass; all are retried by the
+    client's retry policy as long as no output has reached the caller.
     """
 
     connect: float | None = 10.0
-    read: float | None = 600.0
+    headers: float | None = 600.0
+    first_event: float | None = None
+    idle: float | None = 600.0
     total: float | None = None
 
     @classmethod
     def coerce(cls, value: Timeout | float | None) -> Timeout:
-        """``Timeout`` as is; a number as the read and connect limit; ``None`` as no limit."""
+        """``Timeout`` as is; a number as every limit but ``total`` (``connect`` at most
+        10 s); ``None`` as no limit at all."""
         if isinstance(value, Timeout):
             return value
         if value is None:
-            return cls(connect=None, read=None, total=None)
-        return cls(connect=min(float(value), 10.0), read=float(value), total=None)
+            return cls(connect=None, headers=None, first_event=None, idle=None, total=None)
+        seconds = float(value)
+        return cls(connect=min(seconds, 10.0), headers=seconds, idle=seconds)
 
 
 DEFAULT_TIMEOUT: Final = Timeout()
@@ -68,9 +92,7 @@ class ClientClosedError(AsyncClientError, RuntimeError):
 
 def _map_error(exc: BaseException, url: str, phase: str) -> AsyncClientError:
     if isinstance(exc, aiohttp.ConnectionTimeoutError):
-        return APITimeoutError(f"Timed out connecting to {url}.", url=url, phase="connect")
-    if isinstance(exc, aiohttp.SocketTimeoutError):
-        return APITimeoutError(f"Timed out reading from {url} ({phase}).", url=url, phase="read")
+        return ConnectTimeoutError(f"Timed out connecting to {url}.", url=url, phase="connect")
     if isinstance(exc, TimeoutError):
         return APITimeoutError(f"Timed out during {phase} of {url}.", url=url, phase=phase)
     if isinstance(exc, aiohttp.InvalidURL):
@@ -127,13 +149,50 @@ class Response:
     def at_eof(self) -> bool:
         return self._response.content.at_eof()
 
-    async def read(self) -> bytes:
+    async def read(self, *, limit: int | None = None, timeout: float | None = None) -> bytes:
+        """The whole body, released afterwards.
+
+        ``limit`` bounds its size (checked against Content-Length first, then while reading);
+        ``timeout`` bounds the time to read it.
+        """
         try:
-            return await self._response.read()
+            if timeout is None:
+                return await self._read(limit)
+            try:
+                async with asyncio.timeout(timeout):
+                    return await self._read(limit)
+            except TimeoutError as exc:
+                raise ReadTimeoutError(
+                    f"The body of {self.url} did not arrive within {timeout} s.",
+                    url=self.url,
+                    phase="idle",
+                ) from exc
         except _TRANSLATED as exc:
             raise _map_error(exc, self.url, "body read") from exc
         finally:
             self.release()
+
+    async def _read(self, limit: int | None) -> bytes:
+        response = self._response
+        if limit is None:
+            return await response.read()
+        declared = response.content_length
+        if declared is not None and declared > limit:
+            raise self._too_large(limit)
+        if declared is not None:
+            return await response.read()
+        body = bytearray()
+        content = response.content
+        while piece := await content.readany():
+            body += piece
+            if len(body) > limit:
+                raise self._too_large(limit)
+        return bytes(body)
+
+    def _too_large(self, limit: int) -> ResponseTooLargeError:
+        return ResponseTooLargeError(
+            f"The response body of {self.url} is larger than max_body_size={limit} bytes."
+        )
 
     async def read_chunk(self) -> bytes:
         """The next piece of the body as it arrived from the network; ``b""`` at the end."""
@@ -176,6 +235,10 @@ class Transport:
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         verify_tls: bool = True,
     ) -> None:
+        if not verify_tls:
+            logger.warning(
+                "TLS certificate verification is disabled for this client (verify_tls=False)."
+            )
         self._session = session
         self._owns_session = session is None
         self._max_connections = max_connections
@@ -214,24 +277,53 @@ class Transport:
         headers: Mapping[str, str],
         timeout: Timeout,
     ) -> Response:
+        """POST ``body``; return once the response headers are in.
+
+        Redirects are not followed: a 3xx comes back as a status error, so the
+        ``Authorization`` header can never be replayed to another host.
+        """
         session = self._get_session()
+        # Socket-level read timeouts stay off: aiohttp's timer is reset by any byte,
+        # keep-alive comments included; the stream enforces `idle` per content event.
         client_timeout = aiohttp.ClientTimeout(
-            total=None,
-            connect=timeout.connect,
-            sock_connect=timeout.connect,
-            sock_read=timeout.read,
+            total=None, connect=timeout.connect, sock_connect=timeout.connect, sock_read=None
         )
         try:
-            response = await session.post(
-                url,
-                data=body,
-                headers=headers,
-                timeout=client_timeout,
-                allow_redirects=False,
-            )
+            if timeout.headers is None:
+                response = await session.post(
+                    url, data=body, headers=headers, timeout=client_timeout, allow_redirects=False
+                )
+            else:
+                async with asyncio.timeout(timeout.headers):
+                    response = await session.post(
+                        url,
+                        data=body,
+                        headers=headers,
+                        timeout=client_timeout,
+                        allow_redirects=False,
+                    )
+        except TimeoutError as exc:
+            if isinstance(exc, aiohttp.ConnectionTimeoutError):
+                raise _map_error(exc, url, "connect") from exc
+            raise HeadersTimeoutError(
+                f"No response headers from {url} within {timeout.headers} s.",
+                url=url,
+                phase="headers",
+            ) from exc
         except _TRANSLATED as exc:
             raise _map_error(exc, url, "request") from exc
         return Response(response, url)
+
+    def pool_stats(self) -> tuple[int, int]:
+        """``(in use, idle)`` pooled connections, for leak checks in tests and diagnostics."""
+        session = self._session
+        if session is None or session.closed:
+            return (0, 0)
+        connector = session.connector
+        # aiohttp has no public pool statistics; these attributes are stable across 3.x.
+        acquired = getattr(connector, "_acquired", ())
+        idle = getattr(connector, "_conns", {})
+        return (len(acquired), sum(len(conns) for conns in idle.values()))
 
     async def aclose(self) -> None:
         if self._closed:
@@ -262,7 +354,7 @@ async def deadline(seconds: float | None, url: str, phase: str = "total") -> Asy
         async with asyncio.timeout(seconds):
             yield
     except TimeoutError as exc:
-        raise APITimeoutError(
+        raise TotalTimeoutError(
             f"{url} did not finish within the {phase} deadline of {seconds} s.",
             url=url,
             phase=phase,

@@ -22,7 +22,9 @@ async def emulator() -> AsyncIterator[GatewayEmulator]:
 
 @pytest.fixture
 async def client(emulator: GatewayEmulator) -> AsyncIterator[AsyncClient]:
-    async_client = AsyncClient(base_url=emulator.base_url, api_key=API_KEY)
+    # No retries: these tests check what each single answer maps to. Retries have their own
+    # tests (test_resilience.py) with a retrying client.
+    async_client = AsyncClient(base_url=emulator.base_url, api_key=API_KEY, retry=None)
     try:
         yield async_client
     finally:

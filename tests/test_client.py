@@ -170,37 +170,40 @@ async def test_default_headers_are_sent(emulator: GatewayEmulator) -> None:
 
 # -- Timeout and NOT_GIVEN -------------------------------------------------------------------
 
+NO_TIMEOUT = Timeout(connect=None, headers=None, first_event=None, idle=None, total=None)
+
 
 def test_timeout_coerce_keeps_a_timeout() -> None:
-    timeout = Timeout(connect=1.0, read=2.0, total=3.0)
+    timeout = Timeout(connect=1.0, idle=2.0, total=3.0)
     assert Timeout.coerce(timeout) is timeout
 
 
 def test_timeout_coerce_none_disables_everything() -> None:
-    assert Timeout.coerce(None) == Timeout(connect=None, read=None, total=None)
+    assert Timeout.coerce(None) == NO_TIMEOUT
 
 
-def test_timeout_coerce_number_is_read_and_capped_connect() -> None:
-    assert Timeout.coerce(30) == Timeout(connect=10.0, read=30.0, total=None)
-    assert Timeout.coerce(2.5) == Timeout(connect=2.5, read=2.5, total=None)
+def test_timeout_coerce_number_is_every_phase_but_total_with_capped_connect() -> None:
+    assert Timeout.coerce(30) == Timeout(connect=10.0, headers=30.0, idle=30.0, total=None)
+    assert Timeout.coerce(2.5) == Timeout(connect=2.5, headers=2.5, idle=2.5, total=None)
 
 
 def test_default_timeout_has_no_total_deadline() -> None:
     # A total deadline would kill long, healthy streams.
     assert Timeout().total is None
-    assert Timeout().read is not None
+    assert Timeout().idle is not None
+    assert Timeout().headers is not None
     assert Timeout().connect is not None
 
 
 def test_timeout_is_immutable() -> None:
     timeout = Timeout()
     with pytest.raises(AttributeError):
-        timeout.read = 1.0  # type: ignore[misc]
+        timeout.idle = 1.0  # type: ignore[misc]
 
 
 def test_client_timeout_argument_is_coerced() -> None:
-    assert AsyncClient(timeout=5).timeout == Timeout(connect=5.0, read=5.0)
-    assert AsyncClient(timeout=None).timeout == Timeout(connect=None, read=None, total=None)
+    assert AsyncClient(timeout=5).timeout == Timeout(connect=5.0, headers=5.0, idle=5.0)
+    assert AsyncClient(timeout=None).timeout == NO_TIMEOUT
 
 
 def test_not_given_is_a_falsy_singleton() -> None:
@@ -211,10 +214,17 @@ def test_not_given_is_a_falsy_singleton() -> None:
 
 
 def test_not_given_means_the_client_default_and_none_means_no_timeout() -> None:
-    client = AsyncClient(timeout=Timeout(connect=1.0, read=7.0))
-    assert client._resolve_timeout(NOT_GIVEN) == Timeout(connect=1.0, read=7.0)
-    assert client._resolve_timeout(None) == Timeout(connect=None, read=None, total=None)
-    assert client._resolve_timeout(3) == Timeout(connect=3.0, read=3.0)
+    client = AsyncClient(timeout=Timeout(connect=1.0, idle=7.0))
+
+    def resolve(timeout: Timeout | float | None | NotGiven) -> Timeout:
+        options = client._options(
+            timeout=timeout, retry=NOT_GIVEN, path=None, extra_headers=None, idempotency_key=None
+        )
+        return options.timeout
+
+    assert resolve(NOT_GIVEN) == Timeout(connect=1.0, idle=7.0)
+    assert resolve(None) == NO_TIMEOUT
+    assert resolve(3) == Timeout(connect=3.0, headers=3.0, idle=3.0)
 
 
 # -- validation before any connection --------------------------------------------------------

@@ -15,6 +15,9 @@ import msgspec
 import pytest
 
 from asyncclient import (
+    HeadersTimeoutError,
+    StreamTimeoutError,
+    TotalTimeoutError,
     APIConnectionError,
     APIStatusError,
     APITimeoutError,
@@ -262,9 +265,9 @@ async def test_extra_headers_per_call(client: AsyncClient, emulator: GatewayEmul
 
 async def test_authentication_against_a_gateway_that_checks_the_key() -> None:
     async with GatewayEmulator(api_key="right") as emulator:
-        async with AsyncClient(base_url=emulator.base_url, api_key="right") as good:
+        async with AsyncClient(retry=None, base_url=emulator.base_url, api_key="right") as good:
             assert (await good.completions.create(model=MODEL, prompt=PROMPT)).text
-        async with AsyncClient(base_url=emulator.base_url, api_key="wrong") as bad:
+        async with AsyncClient(retry=None, base_url=emulator.base_url, api_key="wrong") as bad:
             error = await caught(bad.completions.create(model=MODEL, prompt=PROMPT))
     assert isinstance(error, AuthenticationError)
     assert error.status_code == 401
@@ -277,7 +280,7 @@ PATHS = ["/v2/proxy/completions", "/v2/router/completions", "/v1/completions"]
 
 @pytest.mark.parametrize("path", PATHS)
 async def test_client_path(emulator: GatewayEmulator, path: str) -> None:
-    async with AsyncClient(base_url=emulator.base_url, path=path) as client:
+    async with AsyncClient(retry=None, base_url=emulator.base_url, path=path) as client:
         completion = await client.completions.create(model=MODEL, prompt=PROMPT, max_tokens=2)
         texts = await chunk_texts(client, max_tokens=2)
     assert completion.text == "".join(texts)
@@ -298,7 +301,7 @@ async def test_default_path(client: AsyncClient, emulator: GatewayEmulator) -> N
 
 
 async def test_base_url_with_trailing_slash(emulator: GatewayEmulator) -> None:
-    async with AsyncClient(base_url=emulator.base_url + "/") as client:
+    async with AsyncClient(retry=None, base_url=emulator.base_url + "/") as client:
         await client.completions.create(model=MODEL, prompt=PROMPT, max_tokens=1)
     assert emulator.requests[-1].path == "/v2/proxy/completions"
 
@@ -454,7 +457,7 @@ async def test_stream_exhausted_without_async_with_closes_itself(client: AsyncCl
 async def test_keepalive_comments_and_gzip_are_transparent() -> None:
     async with (
         GatewayEmulator(keepalive_first=True, chunk_tokens=2) as emulator,
-        AsyncClient(base_url=emulator.base_url) as client,
+        AsyncClient(retry=None, base_url=emulator.base_url) as client,
     ):
         plain = await client.completions.create(model=MODEL, prompt=PROMPT, max_tokens=5)
         emulator.inject(Fault(gzip=True))
@@ -633,7 +636,7 @@ async def test_unmapped_4xx_is_a_plain_status_error(
 
 
 async def test_the_connection_is_reusable_after_a_status_error(emulator: GatewayEmulator) -> None:
-    async with AsyncClient(base_url=emulator.base_url, max_connections=1) as client:
+    async with AsyncClient(retry=None, base_url=emulator.base_url, max_connections=1) as client:
         for status in (400, 500, 429):
             emulator.inject(Fault(status=status))
             await caught(client.completions.create(model=MODEL, prompt=PROMPT))
@@ -695,7 +698,7 @@ async def test_truncated_json_body_on_the_wire(
 
 
 async def test_connection_refused() -> None:
-    async with AsyncClient(base_url=closed_port_url()) as client:
+    async with AsyncClient(retry=None, base_url=closed_port_url()) as client:
         error = await caught(client.completions.create(model=MODEL, prompt=PROMPT))
         assert type(error) is APIConnectionError
         stream_failure, _ = await stream_error(client)
@@ -715,9 +718,10 @@ async def test_drop_before_headers(client: AsyncClient, emulator: GatewayEmulato
 async def test_headers_timeout(client: AsyncClient, emulator: GatewayEmulator) -> None:
     emulator.inject(Fault(headers_delay=1.0))
     error = await caught(
-        client.completions.create(model=MODEL, prompt=PROMPT, timeout=Timeout(read=0.2))
+        client.completions.create(model=MODEL, prompt=PROMPT, timeout=Timeout(headers=0.2))
     )
-    assert isinstance(error, APITimeoutError)
+    assert type(error) is HeadersTimeoutError
+    assert error.phase == "headers"
     assert isinstance(error, APIConnectionError)
 
 
@@ -726,7 +730,7 @@ async def test_total_deadline(client: AsyncClient, emulator: GatewayEmulator) ->
     error = await caught(
         client.completions.create(model=MODEL, prompt=PROMPT, timeout=Timeout(total=0.2))
     )
-    assert isinstance(error, APITimeoutError)
+    assert type(error) is TotalTimeoutError
     assert error.phase == "total"
 
 
@@ -793,7 +797,7 @@ async def test_slow_consumer_keeps_every_event_received_before_a_cut() -> None:
     # arrived before the break must all be delivered, then the error.
     async with (
         GatewayEmulator(chunk_delay=0.005) as emulator,
-        AsyncClient(base_url=emulator.base_url) as client,
+        AsyncClient(retry=None, base_url=emulator.base_url) as client,
     ):
         full = await chunk_texts(client, max_tokens=10)
         emulator.inject(Fault(cut_after_events=4))
@@ -890,7 +894,7 @@ async def test_invalid_utf8_event(client: AsyncClient, emulator: GatewayEmulator
 
 
 async def test_oversized_event(emulator: GatewayEmulator) -> None:
-    async with AsyncClient(base_url=emulator.base_url, max_event_size=4096) as client:
+    async with AsyncClient(retry=None, base_url=emulator.base_url, max_event_size=4096) as client:
         emulator.inject(Fault(oversized_event_bytes=64 * 1024))
         error, received = await stream_error(client, max_tokens=4)
         assert type(error) is StreamDecodeError
@@ -901,19 +905,19 @@ async def test_oversized_event(emulator: GatewayEmulator) -> None:
 async def test_stalled_stream_read_timeout(client: AsyncClient, emulator: GatewayEmulator) -> None:
     full = await chunk_texts(client, max_tokens=6)
     emulator.inject(Fault(stall_after_events=2, stall_seconds=1.0))
-    error, received = await stream_error(client, max_tokens=6, timeout=Timeout(read=0.2))
-    # A read timeout mid-stream is reported as an incomplete stream caused by the timeout,
-    # so the partial output is kept; both are APIConnectionErrors.
-    assert type(error) is IncompleteStreamError
-    assert isinstance(error, APIConnectionError)
-    assert isinstance(error.__cause__, APITimeoutError)
-    assert error.__cause__.phase == "read"
+    error, received = await stream_error(client, max_tokens=6, timeout=Timeout(idle=0.2))
+    # An idle timeout mid-stream is both an incomplete stream (it keeps the partial output)
+    # and a timeout; both are APIConnectionErrors.
+    assert type(error) is StreamTimeoutError
+    assert isinstance(error, IncompleteStreamError)
+    assert isinstance(error, APITimeoutError)
+    assert error.phase == "idle"
     assert received == "".join(full[:2])
     assert error.partial_text == received
 
 
 async def test_a_stream_failure_releases_the_connection(emulator: GatewayEmulator) -> None:
-    async with AsyncClient(base_url=emulator.base_url, max_connections=1) as client:
+    async with AsyncClient(retry=None, base_url=emulator.base_url, max_connections=1) as client:
         faults = [
             Fault(cut_after_events=1),
             Fault(error_event_after=1),
@@ -934,7 +938,7 @@ async def test_a_stream_failure_releases_the_connection(emulator: GatewayEmulato
 
 
 async def test_abandoned_streams_release_their_connection(emulator: GatewayEmulator) -> None:
-    async with AsyncClient(base_url=emulator.base_url, max_connections=1) as client:
+    async with AsyncClient(retry=None, base_url=emulator.base_url, max_connections=1) as client:
         async with asyncio.timeout(30):
             for _ in range(100):
                 async with client.completions.stream(
@@ -951,7 +955,7 @@ async def test_abandoned_streams_release_their_connection(emulator: GatewayEmula
 async def test_abandoned_create_stream_true_releases_its_connection(
     emulator: GatewayEmulator,
 ) -> None:
-    async with AsyncClient(base_url=emulator.base_url, max_connections=1) as client:
+    async with AsyncClient(retry=None, base_url=emulator.base_url, max_connections=1) as client:
         async with asyncio.timeout(10):
             for _ in range(10):
                 stream = await client.completions.create(
@@ -966,7 +970,7 @@ async def test_abandoned_create_stream_true_releases_its_connection(
 
 async def test_cancellation_mid_stream_releases_the_connection() -> None:
     async with GatewayEmulator(chunk_delay=0.01) as emulator:
-        async with AsyncClient(base_url=emulator.base_url, max_connections=1) as client:
+        async with AsyncClient(retry=None, base_url=emulator.base_url, max_connections=1) as client:
             first_chunk = asyncio.Event()
 
             async def consume() -> None:
@@ -993,7 +997,7 @@ async def test_cancellation_mid_stream_releases_the_connection() -> None:
 async def test_cancellation_of_a_plain_call_releases_the_connection(
     emulator: GatewayEmulator,
 ) -> None:
-    async with AsyncClient(base_url=emulator.base_url, max_connections=1) as client:
+    async with AsyncClient(retry=None, base_url=emulator.base_url, max_connections=1) as client:
         emulator.inject(Fault(headers_delay=0.5))
         task = asyncio.create_task(client.completions.create(model=MODEL, prompt=PROMPT))
         assert await eventually(lambda: emulator.active_requests == 1)
@@ -1005,7 +1009,7 @@ async def test_cancellation_of_a_plain_call_releases_the_connection(
 
 
 async def test_stream_dropped_without_close_warns_and_releases(emulator: GatewayEmulator) -> None:
-    async with AsyncClient(base_url=emulator.base_url, max_connections=1) as client:
+    async with AsyncClient(retry=None, base_url=emulator.base_url, max_connections=1) as client:
 
         async def open_and_drop() -> None:
             stream = await client.completions.create(
@@ -1051,7 +1055,7 @@ async def test_many_concurrent_streams(client: AsyncClient, emulator: GatewayEmu
 
 
 async def test_closing_the_client_with_an_open_stream(emulator: GatewayEmulator) -> None:
-    client = AsyncClient(base_url=emulator.base_url)
+    client = AsyncClient(retry=None, base_url=emulator.base_url)
     stream = await client.completions.create(
         model=MODEL, prompt=PROMPT, max_tokens=1000, stream=True
     )
