@@ -38,8 +38,11 @@ and chain the original as ``__cause__``.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
+
+from ._retry import parse_retry_after
 
 if TYPE_CHECKING:
     from ._models import Completion, ErrorDetail
@@ -166,6 +169,11 @@ class APIStatusError(AsyncClientError):
     @property
     def body_text(self) -> str:
         return self.body.decode("utf-8", errors="replace")
+
+    @property
+    def retry_after(self) -> float | None:
+        """Seconds the server asked to wait (``retry-after-ms`` or ``Retry-After``), if any."""
+        return parse_retry_after(self.headers, now=time.time())
 
 
 class BadRequestError(APIStatusError):
