@@ -81,7 +81,7 @@ from ._models import (
 )
 from ._retry import NO_RETRIES, AttemptLog, RetryPolicy
 from ._sse import ServerSentEvent, SSEDecoder
-from ._streaming import CompletionStream
+from ._streaming import CompletionStream, StreamRestart
 from ._transport import ClientClosedError, Timeout
 from ._version import __version__
 
@@ -211,6 +211,7 @@ __all__ = [
     "StreamDecodeError",
     "StreamError",
     "StreamOptions",
+    "StreamRestart",
     "StreamTimeoutError",
     "Timeout",
     "TotalTimeoutError",

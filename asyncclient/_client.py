@@ -6,7 +6,7 @@ import asyncio
 import os
 import platform
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any, Final, Literal, NamedTuple, Required, Self, TypedDict, Unpack, overload
 
@@ -16,6 +16,7 @@ from ._decode import decode_completion, decode_error, encode_request
 from ._exceptions import (
     APIConnectionError,
     APIStatusError,
+    IncompleteStreamError,
     ResponseDecodeError,
     excerpt,
     status_error_class,
@@ -30,7 +31,7 @@ from ._models import (
     to_builtins,
 )
 from ._retry import NO_RETRIES, AttemptLog, RetryPolicy, run_with_retries
-from ._streaming import CompletionStream, request_id_from
+from ._streaming import CompletionStream, StreamRestart, request_id_from
 from ._transport import (
     DEFAULT_MAX_CONNECTIONS,
     DEFAULT_TIMEOUT,
@@ -235,7 +236,13 @@ class AsyncClient:
         return headers
 
     async def _request(
-        self, body: bytes, *, stream: bool, options: _CallOptions
+        self,
+        body: bytes,
+        *,
+        stream: bool,
+        options: _CallOptions,
+        on_restart: Callable[[StreamRestart], object] | None = None,
+        max_restarts: int = 0,
     ) -> tuple[Completion | CompletionStream, ResponseInfo]:
         """One logical request: attempts with retries, then a completion or a stream.
 
@@ -282,6 +289,15 @@ class AsyncClient:
             elapsed=loop_time() - started,
         )
         if isinstance(outcome, Response):
+
+            async def reconnect() -> Response:
+                again = await run_with_retries(options.retry, attempt, _classify)
+                if not isinstance(again, Response):
+                    raise IncompleteStreamError(
+                        "The server answered a restarted stream with a plain body."
+                    )
+                return again
+
             total_deadline = started + timeout.total if timeout.total is not None else None
             return (
                 CompletionStream(
@@ -290,6 +306,9 @@ class AsyncClient:
                     timeout=timeout,
                     total_deadline=total_deadline,
                     info=info,
+                    reconnect=reconnect if on_restart is not None else None,
+                    on_restart=on_restart,
+                    max_restarts=max_restarts,
                 ),
                 info,
             )
@@ -534,10 +553,19 @@ class Completions:
         extra_headers: Mapping[str, str] | None = None,
         extra_body: Mapping[str, Any] | None = None,
         idempotency_key: str | None = None,
+        on_restart: Callable[[StreamRestart], object] | None = None,
+        max_restarts: int = 2,
         **params: Unpack[CompletionParams],
     ) -> StreamContext:
         """``async with client.completions.stream(...) as stream:`` sends the request on
-        entry and always releases the connection on exit."""
+        entry and always releases the connection on exit.
+
+        By default a stream that breaks after output has reached the caller is not re-sent
+        (that would duplicate text). Passing ``on_restart`` opts in: the request is re-sent
+        up to ``max_restarts`` times, the output received so far is discarded, and
+        ``on_restart`` is called with a :class:`StreamRestart` before the new output
+        arrives; ``stream.restarts`` counts them.
+        """
         client = self._client
         options = client._options(
             timeout=timeout,
@@ -546,7 +574,13 @@ class Completions:
             extra_headers=extra_headers,
             idempotency_key=idempotency_key,
         )
-        return StreamContext(client, _encode(params, True, extra_body), options)
+        return StreamContext(
+            client,
+            _encode(params, True, extra_body),
+            options,
+            on_restart=on_restart,
+            max_restarts=max_restarts,
+        )
 
     async def create_from_request(
         self,
@@ -609,14 +643,30 @@ def _encode(params: Mapping[str, Any], stream: bool, extra_body: Mapping[str, An
 class StreamContext:
     """What :meth:`Completions.stream` returns: an async context manager for one stream."""
 
-    def __init__(self, client: AsyncClient, body: bytes, options: _CallOptions) -> None:
+    def __init__(
+        self,
+        client: AsyncClient,
+        body: bytes,
+        options: _CallOptions,
+        *,
+        on_restart: Callable[[StreamRestart], object] | None,
+        max_restarts: int,
+    ) -> None:
         self._client = client
         self._body = body
         self._options = options
+        self._on_restart = on_restart
+        self._max_restarts = max_restarts
         self._stream: CompletionStream | None = None
 
     async def __aenter__(self) -> CompletionStream:
-        result, _ = await self._client._request(self._body, stream=True, options=self._options)
+        result, _ = await self._client._request(
+            self._body,
+            stream=True,
+            options=self._options,
+            on_restart=self._on_restart,
+            max_restarts=self._max_restarts,
+        )
         assert isinstance(result, CompletionStream)
         self._stream = result
         return result

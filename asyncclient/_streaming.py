@@ -10,11 +10,12 @@ was never closed.
 from __future__ import annotations
 
 import asyncio
+import logging
 import warnings
 from collections import deque
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from types import TracebackType
-from typing import Final, Self
+from typing import Final, NamedTuple, Self
 
 import msgspec
 
@@ -34,7 +35,9 @@ from ._models import Completion, CompletionChunk, ResponseInfo
 from ._sse import EventTooLargeError, ServerSentEvent, SSEDecoder
 from ._transport import Response, Timeout
 
-__all__ = ["CompletionStream"]
+__all__ = ["CompletionStream", "StreamRestart"]
+
+logger = logging.getLogger("asyncclient")
 
 # After [DONE], the rest of the body (usually just the chunked-encoding terminator) is read so
 # the connection can go back to the pool; past these limits it is closed instead.
@@ -58,6 +61,18 @@ def request_id_from(headers: Mapping[str, str]) -> str | None:
     return None
 
 
+class StreamRestart(NamedTuple):
+    """What ``on_restart`` is told when a broken stream is re-sent.
+
+    ``restart`` counts from 1; ``error`` is what broke the stream; ``discarded`` is the
+    output received before (now dropped from the stream's accumulation).
+    """
+
+    restart: int
+    error: AsyncClientError
+    discarded: Completion | None
+
+
 class CompletionStream:
     """Chunks of a streamed completion, as they arrive.
 
@@ -76,8 +91,16 @@ class CompletionStream:
         total_deadline: float | None = None,
         info: ResponseInfo | None = None,
         chunks: list[CompletionChunk] | None = None,
+        reconnect: Callable[[], Awaitable[Response]] | None = None,
+        on_restart: Callable[[StreamRestart], object] | None = None,
+        max_restarts: int = 0,
     ) -> None:
         self._response = response
+        self._max_event_size = max_event_size
+        self._reconnect = reconnect
+        self._on_restart = on_restart
+        self._max_restarts = max_restarts
+        self.restarts = 0
         self._framer = SSEDecoder(max_event_size=max_event_size)
         self._pending: deque[CompletionChunk] = deque()
         self._pending_error: AsyncClientError | None = None
@@ -101,6 +124,7 @@ class CompletionStream:
         first_event = timeout.first_event if timeout is not None else None
         if first_event is None:
             first_event = self._idle
+        self._first_event = first_event
         self._content_deadline = (
             self._loop_time() + first_event if first_event is not None else None
         )
@@ -124,6 +148,8 @@ class CompletionStream:
         while not self._pending:
             if self._pending_error is not None:
                 error, self._pending_error = self._pending_error, None
+                if await self._restart(error):
+                    continue
                 await self.aclose()
                 raise error
             if self._done:
@@ -131,10 +157,56 @@ class CompletionStream:
                 raise StopAsyncIteration
             try:
                 await self._fill()
+            except IncompleteStreamError as error:
+                if await self._restart(error):
+                    continue
+                await self.aclose()
+                raise
             except BaseException:
                 await self.aclose()
                 raise
         return self._pending.popleft()
+
+    async def _restart(self, error: AsyncClientError) -> bool:
+        """Re-send the request after a broken stream, if the caller opted in (``on_restart``).
+
+        The output received so far is discarded (``final_completion`` covers only the new
+        attempt) and the callback is told first, with what was discarded, so a caller that
+        displayed text can take it back: text is never silently duplicated.
+        """
+        if (
+            self._on_restart is None
+            or self._reconnect is None
+            or not isinstance(error, IncompleteStreamError)
+            or self.restarts >= self._max_restarts
+        ):
+            return False
+        discarded = self._accumulator.snapshot()
+        if self._response is not None:
+            self._response.release()
+        self.restarts += 1
+        logger.warning(
+            "Stream broke (%s); restarting it (restart %d of %d), discarding %d chunk(s).",
+            error.message,
+            self.restarts,
+            self._max_restarts,
+            self._accumulator.chunk_count,
+        )
+        try:
+            self._response = await self._reconnect()
+        except BaseException:
+            self._closed = True
+            raise
+        self._framer = SSEDecoder(max_event_size=self._max_event_size)
+        self._accumulator = CompletionAccumulator()
+        self._done = False
+        self._seen_content = False
+        first_event = self._first_event
+        self._content_deadline = (
+            self._loop_time() + first_event if first_event is not None else None
+        )
+        self._on_restart(StreamRestart(self.restarts, error, discarded))
+        return True
 
     async def _fill(self) -> None:
         response = self._response

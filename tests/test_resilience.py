@@ -32,6 +32,7 @@ from asyncclient import (
     ServerStreamError,
     StreamContext,
     StreamDecodeError,
+    StreamRestart,
     StreamTimeoutError,
     Timeout,
 )
@@ -194,6 +195,44 @@ async def test_a_stream_is_never_retried_after_output(
     assert len(emulator.requests) == 1  # not re-sent: the text would repeat
     assert len(received) == 2
     assert caught.value.partial_text == "".join(received)
+
+
+async def test_opt_in_restart_discards_partial_output_and_says_so(
+    retrying: AsyncClient, emulator: GatewayEmulator
+) -> None:
+    full = await retrying.completions.create(model=MODEL, prompt=PROMPT)
+    emulator.inject(Fault(cut_after_events=2))
+    restarts: list[StreamRestart] = []
+    received: list[str] = []
+
+    def restarted(event: StreamRestart) -> None:
+        restarts.append(event)
+        received.clear()  # what a UI would do: take back the text it showed
+
+    context = retrying.completions.stream(model=MODEL, prompt=PROMPT, on_restart=restarted)
+    async with context as stream:
+        async for piece in stream.text_deltas():
+            received.append(piece)
+        final = await stream.final_completion()
+    assert len(restarts) == 1
+    assert stream.restarts == 1
+    assert isinstance(restarts[0].error, IncompleteStreamError)
+    assert restarts[0].discarded is not None
+    assert len(restarts[0].discarded.text.split()) == 2
+    assert "".join(received) == full.text
+    assert final.text == full.text  # not the discarded text plus the new one
+
+
+async def test_restarts_are_bounded(retrying: AsyncClient, emulator: GatewayEmulator) -> None:
+    emulator.inject(Fault(cut_after_events=1), times=5)
+    restarts: list[StreamRestart] = []
+    context = retrying.completions.stream(
+        model=MODEL, prompt=PROMPT, on_restart=restarts.append, max_restarts=2
+    )
+    with pytest.raises(IncompleteStreamError):
+        await drain(context)
+    assert len(restarts) == 2
+    assert len(emulator.requests) == 3
 
 
 async def test_idempotency_key_is_reused_on_every_attempt(emulator: GatewayEmulator) -> None:
