@@ -66,7 +66,7 @@ from ._exceptions import (
     ServerStreamError,
     StreamError,
 )
-from ._models import Completion, CompletionRequest, CompletionUsage
+from ._models import Completion, CompletionRequest, CompletionUsage, ResponseInfo
 from ._retry import AttemptLog, RetryPolicy, parse_retry_after, run_with_retries
 
 __all__ = [
@@ -78,6 +78,7 @@ __all__ = [
     "BatchSource",
     "CompletionCall",
     "batch_output_record",
+    "error_code",
     "estimate_tokens",
     "item_from_record",
     "parse_batch_line",
@@ -87,14 +88,18 @@ DEFAULT_CONCURRENCY: Final = 16
 DEFAULT_MAX_RETRIES: Final = 2
 
 # Without a Retry-After header, a 429 pauses every worker for this long, doubling with each
-# further 429 that arrives before a success, up to the maximum.
+# further 429 that arrives before a success. No pause, asked for or not, lasts longer than the
+# maximum: a server asking for an hour gets asked again (and pauses everyone again) sooner.
 _FIRST_PAUSE: Final = 1.0
-_MAX_PAUSE: Final = 30.0
+_MAX_PAUSE: Final = 60.0
 
 Clock: TypeAlias = Callable[[], float]
 Sleep: TypeAlias = Callable[[float], Awaitable[None]]
-CompletionCall: TypeAlias = Callable[[CompletionRequest], Awaitable[Completion]]
-"""Sends one request and returns its completion (a streamed request accumulated)."""
+CompletionCall: TypeAlias = Callable[
+    [CompletionRequest], Awaitable[Completion | tuple[Completion, ResponseInfo]]
+]
+"""Sends one request, without retrying it, and returns its completion (a streamed request
+accumulated), optionally with its :class:`ResponseInfo` (``create_from_request_with_info``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +130,9 @@ class BatchResult:
     - ``usage``: the response's token usage, when the server reported it.
     - ``latency``: seconds from the start of the first attempt to the end of the last one,
       waits between attempts included (``0.0`` when nothing was sent).
-    - ``attempts``: requests sent for this input (``0`` for an input rejected before sending).
+    - ``attempts``: attempts made for this input (``0`` for an input rejected before any).
+    - ``request_id``: the server's request id (``x-request-id``) of the last response, when the
+      call reported it and the server sent one.
     """
 
     index: int
@@ -135,6 +142,7 @@ class BatchResult:
     usage: CompletionUsage | None
     latency: float
     attempts: int
+    request_id: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -180,7 +188,9 @@ class _TokenBucket:
         """Seconds until ``cost`` may be taken (0 when it may be taken now)."""
         self._refill()
         needed = min(cost, self.capacity)
-        return 0.0 if self.level >= needed else (needed - self.level) / self.rate
+        # The tolerance absorbs float rounding, which could otherwise ask for a wait too short
+        # to move the clock at all.
+        return 0.0 if self.level >= needed - 1e-9 else (needed - self.level) / self.rate
 
     def take(self, cost: float) -> None:
         self.level -= cost
@@ -232,7 +242,7 @@ class BatchLimiter:
         self._tokens = None if tokens_per_minute is None else _TokenBucket(tokens_per_minute, clock)
         self._paused_until = 0.0
         self._next_pause = _FIRST_PAUSE
-        self._cut_until = -math.inf
+        self._generation = 0
         self._successes = 0
         # anyio primitives need a running event loop: created on first use, so that a limiter
         # can be built anywhere (a Ray actor's constructor, for one).
@@ -258,8 +268,11 @@ class BatchLimiter:
             self._changed = anyio.Event()
         await self._changed.wait()
 
-    async def acquire(self, estimated_tokens: float = 0.0) -> None:
-        """Wait for the pause to end, a free slot and the budgets; then hold a slot."""
+    async def acquire(self, estimated_tokens: float = 0.0) -> int:
+        """Wait for the pause to end, a free slot and the budgets; then hold a slot.
+
+        Returns the limit's generation, to pass to :meth:`on_rate_limited` if this request
+        gets a 429."""
         while True:
             pause = self._paused_until - self._clock()
             if pause > 0:
@@ -282,6 +295,7 @@ class BatchLimiter:
         except BaseException:
             self.release()
             raise
+        return self._generation
 
     async def _take(self, bucket: _TokenBucket, cost: float) -> None:
         while (wait := bucket.wait_for(cost)) > 0:
@@ -306,8 +320,14 @@ class BatchLimiter:
             self._successes = 0
             self._set_limit(self.limit + 1)
 
-    def on_rate_limited(self, retry_after: float | None) -> None:
-        """A 429 or a ``Retry-After``: pause everyone and (once per pause) halve the limit."""
+    def on_rate_limited(self, retry_after: float | None, generation: int | None = None) -> None:
+        """A 429 or a ``Retry-After``: pause everyone and halve the limit.
+
+        ``generation`` is what :meth:`acquire` returned for the failed request. A request sent
+        before the last halving brings no news (it was sent under the old limit, and requests
+        in flight together usually fail together), so it extends the pause without halving
+        again: one halving per round of requests, as TCP does per window.
+        """
         if not self.adaptive:
             return
         now = self._clock()
@@ -315,12 +335,10 @@ class BatchLimiter:
             delay = self._next_pause
             self._next_pause = min(_MAX_PAUSE, self._next_pause * 2)
         else:
-            delay = retry_after
+            delay = min(retry_after, _MAX_PAUSE)
         self._paused_until = max(self._paused_until, now + delay)
-        # The requests that were in flight together usually fail together: count them as one
-        # signal, not as one halving each.
-        if now >= self._cut_until:
-            self._cut_until = self._paused_until
+        if generation is None or generation == self._generation:
+            self._generation += 1
             self._successes = 0
             self._set_limit(max(1, self.limit // 2))
 
@@ -388,12 +406,12 @@ def _as_id(value: Any) -> str | None:
     return value if isinstance(value, str) else str(value)
 
 
-def _request_from_mapping(fields: Mapping[str, Any], where: str = "") -> CompletionRequest:
+def _request_from_mapping(fields: Mapping[str, Any]) -> CompletionRequest:
     try:
         return msgspec.convert(fields, CompletionRequest)
     except msgspec.ValidationError as exc:
         raise RequestValidationError(
-            f"{where}invalid request: {exc}", field=validation_error_path(exc)
+            f"invalid request: {exc}", field=validation_error_path(exc)
         ) from exc
 
 
@@ -455,8 +473,9 @@ class BatchJob:
     - ``limiter``: a :class:`BatchLimiter` to share with other jobs; otherwise one is built from
       ``concurrency``, ``requests_per_minute``, ``tokens_per_minute`` and ``adaptive``.
 
-    An exception raised by the input iterable, or a non-:class:`AsyncClientError` raised by
-    ``call`` (a bug, not a failed request), stops the job and is raised by the iteration.
+    An exception raised by the input iterable stops the job once the items in flight have
+    finished; a non-:class:`AsyncClientError` raised by ``call`` (a bug, not a failed request)
+    stops it at once. Either is raised by the iteration after the finished results.
     """
 
     def __init__(
@@ -579,7 +598,13 @@ class BatchJob:
             self._workers_scope.cancel()
         assert self._task_group is not None
         try:
-            return await self._task_group.__aexit__(exc_type, exc, tb)
+            if exc is not None and not isinstance(exc, Exception):
+                # Cancellation (and KeyboardInterrupt) must reach the task group's scope.
+                return await self._task_group.__aexit__(exc_type, exc, tb)
+            # An error of the caller's block (or the one the iteration raised) propagates as
+            # it is, not wrapped in an ExceptionGroup: the workers never raise.
+            await self._task_group.__aexit__(None, None, None)
+            return None
         finally:
             if self._receive is not None:
                 self._receive.close()
@@ -617,10 +642,15 @@ class BatchJob:
                 self._stop(result.error)
                 return
 
-    def _stop(self, error: BaseException) -> None:
+    def _stop(self, error: BaseException, *, cancel_in_flight: bool = True) -> None:
         if self._error is None:
             self._error = error
-        self.cancel()
+        if cancel_in_flight:
+            self.cancel()
+        else:
+            self._stopping = True
+            if self._window_open is not None:
+                self._window_open.set()
 
     async def _pull(self) -> tuple[int, BatchInput] | None:
         assert self._pull_lock is not None
@@ -640,8 +670,9 @@ class BatchJob:
                 self._exhausted = True
                 return None
             except Exception as exc:
+                # The input broke: take nothing more, but let the items in flight finish.
                 self._exhausted = True
-                self._stop(exc)
+                self._stop(exc, cancel_in_flight=False)
                 return None
             index = self.pulled
             self.pulled += 1
@@ -657,35 +688,42 @@ class BatchJob:
         started: float | None = None
         log = AttemptLog()
 
-        async def attempt(number: int) -> Completion:
+        async def attempt(number: int) -> tuple[Completion, str | None]:
             nonlocal started
-            await limiter.acquire(estimate)
+            generation = await limiter.acquire(estimate)
             try:
                 if started is None:
                     started = clock()
-                completion = await self._call(request)
+                outcome = await self._call(request)
             except AsyncClientError as exc:
                 limiter.settle_tokens(estimate, None)
                 if _is_rate_limit_signal(exc):
-                    limiter.on_rate_limited(_retry_after(exc))
+                    limiter.on_rate_limited(_retry_after(exc), generation)
                 raise
             finally:
                 limiter.release()
+            if isinstance(outcome, Completion):
+                completion, request_id = outcome, None
+            else:
+                completion, request_id = outcome[0], outcome[1].request_id
             usage = completion.usage
             limiter.settle_tokens(estimate, usage.total_tokens if usage is not None else None)
             limiter.on_success()
-            return completion
+            return completion, request_id
 
         try:
-            completion = await run_with_retries(
+            completion, request_id = await run_with_retries(
                 self._policy, attempt, _classify, clock=clock, sleep=self._sleep, log=log
             )
         except AsyncClientError as exc:
             latency = 0.0 if started is None else clock() - started
-            return BatchResult(index, item_id, None, exc, None, latency, log.attempts)
+            error_request_id = exc.request_id if isinstance(exc, APIStatusError) else None
+            return BatchResult(
+                index, item_id, None, exc, None, latency, log.attempts, error_request_id
+            )
         latency = 0.0 if started is None else clock() - started
         return BatchResult(
-            index, item_id, completion, None, completion.usage, latency, log.attempts
+            index, item_id, completion, None, completion.usage, latency, log.attempts, request_id
         )
 
     # -- iteration ---------------------------------------------------------------------------
@@ -749,7 +787,6 @@ def item_from_record(
     record: Mapping[str, Any],
     *,
     fallback_id: str | None = None,
-    where: str = "",
     drop_nulls: bool = False,
 ) -> BatchItem:
     """A :class:`BatchItem` from one decoded input record.
@@ -757,7 +794,7 @@ def item_from_record(
     Two shapes are accepted: the OpenAI Batch API request line (``custom_id``, ``method``,
     ``url``, ``body``), and a bare request object with an optional ``id``. The item's id is the
     ``custom_id`` or ``id``, else ``fallback_id``. A record that is neither, or whose request
-    breaks the spec, gives an item with ``error`` set (message prefixed with ``where``).
+    breaks the spec, gives an item with ``error`` set.
     ``drop_nulls`` removes ``None`` values first: Arrow tables (Ray Data) cannot tell an absent
     field from a null one.
     """
@@ -778,14 +815,14 @@ def item_from_record(
         elif not isinstance(body, Mapping):
             problem = "body must be a JSON object holding the request"
         if problem is not None:
-            return BatchItem(id=item_id, error=RequestValidationError(f"{where}{problem}"))
+            return BatchItem(id=item_id, error=RequestValidationError(problem))
         assert isinstance(body, Mapping)
         fields: Mapping[str, Any] = body
     else:
         item_id = _as_id(record.get("id")) or fallback_id
         fields = {key: value for key, value in record.items() if key != "id"}
     try:
-        return BatchItem(request=_request_from_mapping(fields, where), id=item_id)
+        return BatchItem(request=_request_from_mapping(fields), id=item_id)
     except RequestValidationError as exc:
         return BatchItem(id=item_id, error=exc)
 
@@ -794,23 +831,21 @@ def parse_batch_line(line: bytes | str, line_number: int) -> BatchItem:
     """One line of a JSONL input file (1-based ``line_number``) as a :class:`BatchItem`.
 
     A line without an id gets ``line-<number>``. A malformed line (not JSON, not an object, not
-    a valid request) gives an item with ``error`` set naming the line number, never an
-    exception.
+    a valid request) gives an item with ``error`` set, never an exception. The message does not
+    repeat the line number, so that a result is the same whichever way its input was read
+    (the command line names the line on stderr).
     """
-    where = f"line {line_number}: "
     fallback_id = f"line-{line_number}"
     try:
         record = msgspec.json.decode(line)
     except msgspec.DecodeError as exc:
-        return BatchItem(id=fallback_id, error=RequestValidationError(f"{where}not JSON: {exc}"))
+        return BatchItem(id=fallback_id, error=RequestValidationError(f"not JSON: {exc}"))
     if not isinstance(record, dict):
         return BatchItem(
             id=fallback_id,
-            error=RequestValidationError(
-                f"{where}expected a JSON object, got {type(record).__name__}"
-            ),
+            error=RequestValidationError(f"expected a JSON object, got {type(record).__name__}"),
         )
-    return item_from_record(record, fallback_id=fallback_id, where=where)
+    return item_from_record(record, fallback_id=fallback_id)
 
 
 _ERROR_CODES: Final[tuple[tuple[type[AsyncClientError], str], ...]] = (
@@ -846,15 +881,14 @@ def batch_output_record(result: BatchResult) -> dict[str, Any]:
     As in OpenAI's files, an HTTP error fills ``response`` with its status and error body and
     leaves ``error`` null, while a failure without a response (connection, timeout, invalid
     input, undecodable body) leaves ``response`` null and sets ``error`` to ``code`` and
-    ``message``. ``request_id`` is null for successes: the completion does not carry the
-    response headers.
+    ``message``. ``request_id`` is null when the server sent none.
     """
     response: dict[str, Any] | None = None
     error: dict[str, Any] | None = None
     if result.response is not None:
         response = {
             "status_code": 200,
-            "request_id": None,
+            "request_id": result.request_id,
             "body": msgspec.to_builtins(result.response),
         }
     elif isinstance(result.error, APIStatusError):

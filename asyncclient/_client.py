@@ -342,14 +342,17 @@ class AsyncClient:
         ``async with client.batch(...) as results: async for result in results:``; each
         :class:`BatchResult` holds the response or the typed error, usage, latency, attempts
         and the input's id. A streamed request (``stream: True``) is accumulated into its
-        final response. See :class:`BatchJob` for ordering, limits, retries and cancellation.
+        final response. Retries follow ``max_retries`` (the client's own ``retry`` policy is
+        not applied on top). See :class:`BatchJob` for ordering, limits and cancellation.
         """
         completions = self.completions
 
-        async def call(request: CompletionRequest) -> Completion:
-            return await completions.create_from_request(
+        async def call(request: CompletionRequest) -> CompletionWithInfo:
+            # The runner retries (and paces every worker on a 429) itself: one attempt here.
+            return await completions.create_from_request_with_info(
                 request,
                 timeout=timeout,
+                retry=None,
                 path=path,
                 extra_headers=extra_headers,
                 extra_body=extra_body,
