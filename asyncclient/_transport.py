@@ -103,7 +103,7 @@ def _map_error(exc: BaseException, url: str, phase: str) -> AsyncClientError:
         )
     if isinstance(exc, aiohttp.ServerDisconnectedError):
         return APIConnectionError(f"Server {url} closed the connection ({phase}).", url=url)
-    return APIConnectionError(f"Connection error during {phase} of {url}: {exc!r}", url=url)
+    return APIConnectionError(f"Connection error during {phase} of {url}: {exc}", url=url)
 
 
 _TRANSLATED = (aiohttp.ClientError, TimeoutError, OSError)
