@@ -15,9 +15,6 @@ import msgspec
 import pytest
 
 from asyncclient import (
-    HeadersTimeoutError,
-    StreamTimeoutError,
-    TotalTimeoutError,
     APIConnectionError,
     APIStatusError,
     APITimeoutError,
@@ -29,6 +26,7 @@ from asyncclient import (
     CompletionChunk,
     CompletionStream,
     ConflictError,
+    HeadersTimeoutError,
     IncompleteStreamError,
     InternalServerError,
     NotFoundError,
@@ -37,7 +35,9 @@ from asyncclient import (
     ResponseDecodeError,
     ServerStreamError,
     StreamDecodeError,
+    StreamTimeoutError,
     Timeout,
+    TotalTimeoutError,
     UnprocessableEntityError,
 )
 from asyncclient._sse import SSEDecoder
