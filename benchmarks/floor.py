@@ -1,0 +1,103 @@
+"""The floor: the least work that turns the same bytes into the same typed objects.
+
+Bare ``msgspec.Struct`` types with default options (the first thing a msgspec user would
+write for these shapes) and a bare bytes framer that knows the stream's separator in
+advance. Nothing here validates what a real client must: no BOM, no comments, no ids, no
+``event:`` lines, no error events, no limit on event size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Final
+
+import msgspec
+
+__all__ = ["FloorChunk", "FloorCompletion", "bytes_only", "floor_stream"]
+
+
+class FloorLogprobs(msgspec.Struct):
+    tokens: list[str] = []
+    token_logprobs: list[float | None] = []
+    top_logprobs: list[dict[str, float] | None] | None = None
+    text_offset: list[int] = []
+
+
+class FloorChoice(msgspec.Struct):
+    text: str
+    index: int
+    logprobs: FloorLogprobs | None = None
+    finish_reason: str | None = None
+
+
+class FloorPromptDetails(msgspec.Struct):
+    cached_tokens: int | None = None
+    audio_tokens: int | None = None
+
+
+class FloorCompletionDetails(msgspec.Struct):
+    reasoning_tokens: int | None = None
+    accepted_prediction_tokens: int | None = None
+    rejected_prediction_tokens: int | None = None
+    audio_tokens: int | None = None
+
+
+class FloorUsage(msgspec.Struct):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    prompt_tokens_details: FloorPromptDetails | None = None
+    completion_tokens_details: FloorCompletionDetails | None = None
+
+
+class FloorCompletion(msgspec.Struct):
+    id: str
+    object: str
+    created: int
+    model: str
+    choices: list[FloorChoice]
+    system_fingerprint: str | None = None
+    usage: FloorUsage | None = None
+
+
+class FloorChunk(msgspec.Struct):
+    id: str
+    object: str
+    created: int
+    model: str
+    choices: list[FloorChoice]
+    system_fingerprint: str | None = None
+    usage: FloorUsage | None = None
+
+
+completion_decoder: Final = msgspec.json.Decoder(FloorCompletion)
+chunk_decoder: Final = msgspec.json.Decoder(FloorChunk)
+
+_DONE: Final = b"[DONE]"
+
+
+def floor_stream(pieces: Iterable[bytes], separator: bytes = b"\n\n") -> int:
+    """Frame ``data: `` events by a known separator and decode each: returns the count."""
+    decode = chunk_decoder.decode
+    buffer = b""
+    count = 0
+    for piece in pieces:
+        buffer += piece
+        if separator not in buffer:
+            continue
+        *events, buffer = buffer.split(separator)
+        for event in events:
+            payload = event[6:]
+            if payload == _DONE:
+                return count
+            decode(payload)
+            count += 1
+    return count
+
+
+def bytes_only(pieces: Iterable[bytes]) -> int:
+    """The ceiling: touch every piece, decode nothing. Returns the bytes seen."""
+    total = 0
+    for piece in pieces:
+        total += len(piece)
+    return total
