@@ -6,32 +6,26 @@ response as received so far, per choice index, with the usage of the last chunk 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from ._models import Completion, CompletionChoice, CompletionChunk, CompletionUsage, Logprobs
 
 __all__ = ["CompletionAccumulator", "chunk_from_completion"]
 
-# Text fragments are joined once a choice holds this many, so that memory for a very long
-# stream stays close to the size of its text rather than one str object per chunk.
-_COMPACT_AT = 512
+# Every _BLOCK fragments of a choice are joined into one block, and blocks are joined only
+# when the text is read: memory stays close to the text's size instead of one str object per
+# chunk, and the copying stays linear (re-joining everything every N chunks is quadratic).
+_BLOCK = 512
 
 
 class _ChoiceState:
-    __slots__ = ("finish_reason", "fragments", "logprobs")
+    __slots__ = ("blocks", "finish_reason", "fragments", "logprobs")
 
     def __init__(self) -> None:
+        self.blocks: list[str] = []
         self.fragments: list[str] = []
         self.finish_reason: str | None = None
         self.logprobs: Logprobs | None = None
-
-    def add(self, choice: CompletionChoice) -> None:
-        fragments = self.fragments
-        fragments.append(choice.text)
-        if len(fragments) >= _COMPACT_AT:
-            self.fragments = ["".join(fragments)]
-        if choice.finish_reason is not None:
-            self.finish_reason = choice.finish_reason
-        if choice.logprobs is not None:
-            self._add_logprobs(choice.logprobs)
 
     def _add_logprobs(self, part: Logprobs) -> None:
         if self.logprobs is None:
@@ -52,9 +46,16 @@ class _ChoiceState:
             merged.top_logprobs.extend(part.top_logprobs)
 
     def text(self) -> str:
-        if len(self.fragments) > 1:
-            self.fragments = ["".join(self.fragments)]
-        return self.fragments[0] if self.fragments else ""
+        if self.fragments:
+            self.blocks.append("".join(self.fragments))
+            self.fragments.clear()
+        if len(self.blocks) > 1:
+            self.blocks[:] = ["".join(self.blocks)]
+        return self.blocks[0] if self.blocks else ""
+
+
+# Stands for "no choice seen yet in this batch"; never written to (no index matches None).
+_NO_STATE = _ChoiceState()
 
 
 class CompletionAccumulator:
@@ -69,17 +70,44 @@ class CompletionAccumulator:
         self.chunk_count = 0
 
     def add(self, chunk: CompletionChunk) -> None:
+        self.add_many((chunk,))
+
+    def add_many(self, chunks: Sequence[CompletionChunk]) -> None:
+        """Add the chunks of one network read at once (the stream's hot path)."""
+        if not chunks:
+            return
         if self._first is None:
-            self._first = chunk
-        self.chunk_count += 1
-        choices = self._choices
-        for choice in chunk.choices:
-            state = choices.get(choice.index)
-            if state is None:
-                state = choices[choice.index] = _ChoiceState()
-            state.add(choice)
-        if chunk.usage is not None:
-            self.usage = chunk.usage
+            self._first = chunks[0]
+        self.chunk_count += len(chunks)
+        states = self._choices
+        # Consecutive chunks nearly always carry the same single choice: keep its state and
+        # fragment list in locals instead of looking them up (or calling a method) per chunk.
+        last_index: int | None = None
+        state = _NO_STATE
+        fragments = state.fragments
+        usage = None
+        for chunk in chunks:
+            for choice in chunk.choices:
+                if choice.index != last_index:
+                    last_index = choice.index
+                    found = states.get(last_index)
+                    if found is None:
+                        found = states[last_index] = _ChoiceState()
+                    state = found
+                    fragments = state.fragments
+                fragments.append(choice.text)
+                if choice.finish_reason is not None:
+                    state.finish_reason = choice.finish_reason
+                if choice.logprobs is not None:
+                    state._add_logprobs(choice.logprobs)
+            if chunk.usage is not None:
+                usage = chunk.usage
+        if usage is not None:
+            self.usage = usage
+        for each in states.values():
+            if len(each.fragments) >= _BLOCK:
+                each.blocks.append("".join(each.fragments))
+                each.fragments.clear()
 
     def text(self, index: int = 0) -> str:
         """The text received so far for one choice."""

@@ -16,7 +16,10 @@ from ._decode import decode_completion, decode_error, encode_request
 from ._exceptions import (
     APIConnectionError,
     APIStatusError,
+    APITimeoutError,
+    HeadersTimeoutError,
     IncompleteStreamError,
+    ReadTimeoutError,
     ResponseDecodeError,
     excerpt,
     status_error_class,
@@ -243,6 +246,7 @@ class AsyncClient:
         options: _CallOptions,
         on_restart: Callable[[StreamRestart], object] | None = None,
         max_restarts: int = 0,
+        accumulate: bool = True,
     ) -> tuple[Completion | CompletionStream, ResponseInfo]:
         """One logical request: attempts with retries, then a completion or a stream.
 
@@ -257,29 +261,43 @@ class AsyncClient:
         loop_time = asyncio.get_running_loop().time
         started = loop_time()
         log = AttemptLog()
-        response_headers: list[Response] = []
+        responses: list[Response] = []
 
         async def attempt(number: int) -> Completion | Response:
-            response = await transport.send(url, body=body, headers=headers, timeout=timeout)
-            if response.status >= 300:
-                raise await _status_error(response)
-            response_headers.append(response)
-            if response.content_type == "text/event-stream":
-                if stream:
-                    return response
-                # Asked for a plain body, got an event stream: read it whole, here, so
-                # that a failure mid-way is retried like any other broken body.
-                events = CompletionStream(
-                    response, max_event_size=self.max_event_size, timeout=timeout
-                )
-                async with events:
-                    return await events.final_completion()
-            raw = await response.read(limit=self.max_body_size, timeout=timeout.idle)
-            return _decode_body(response, raw)
+            # One timer per attempt: first the wait for headers, then (rescheduled) the body.
+            waiting_for = "headers"
+            try:
+                async with asyncio.timeout(timeout.headers) as timer:
+                    response = await transport.send(
+                        url, body=body, headers=headers, connect_timeout=timeout.connect
+                    )
+                    if response.status >= 300:
+                        raise await _status_error(response)
+                    responses.append(response)
+                    is_stream = response.content_type == "text/event-stream"
+                    if not is_stream:
+                        waiting_for = "body"
+                        idle = timeout.idle
+                        timer.reschedule(loop_time() + idle if idle is not None else None)
+                        raw = await response.read(limit=self.max_body_size)
+            except TimeoutError as exc:
+                raise _timeout_error(waiting_for, url, timeout) from exc
+            if not is_stream:
+                return _decode_body(response, raw)
+            if stream:
+                return response
+            # Asked for a plain body, got an event stream: read it whole, here, so that a
+            # failure mid-way is retried like any other broken body.
+            events = CompletionStream(response, max_event_size=self.max_event_size, timeout=timeout)
+            async with events:
+                return await events.final_completion()
 
-        async with deadline(timeout.total, url):
+        if timeout.total is None:
             outcome = await run_with_retries(options.retry, attempt, _classify, log=log)
-        last = response_headers[-1]
+        else:
+            async with deadline(timeout.total, url):
+                outcome = await run_with_retries(options.retry, attempt, _classify, log=log)
+        last = responses[-1]
         info = ResponseInfo(
             status_code=last.status,
             headers=last.headers,
@@ -309,6 +327,7 @@ class AsyncClient:
                     reconnect=reconnect if on_restart is not None else None,
                     on_restart=on_restart,
                     max_restarts=max_restarts,
+                    accumulate=accumulate,
                 ),
                 info,
             )
@@ -370,6 +389,18 @@ class AsyncClient:
             tokens_per_minute=tokens_per_minute,
             adaptive=adaptive,
         )
+
+
+def _timeout_error(waiting_for: str, url: str, timeout: Timeout) -> APITimeoutError:
+    if waiting_for == "headers":
+        return HeadersTimeoutError(
+            f"No response headers from {url} within {timeout.headers} s.",
+            url=url,
+            phase="headers",
+        )
+    return ReadTimeoutError(
+        f"The body of {url} did not arrive within {timeout.idle} s.", url=url, phase="idle"
+    )
 
 
 async def _status_error(response: Response) -> APIStatusError:
@@ -558,6 +589,7 @@ class Completions:
         idempotency_key: str | None = None,
         on_restart: Callable[[StreamRestart], object] | None = None,
         max_restarts: int = 2,
+        accumulate: bool = True,
         **params: Unpack[CompletionParams],
     ) -> StreamContext:
         """``async with client.completions.stream(...) as stream:`` sends the request on
@@ -568,6 +600,10 @@ class Completions:
         up to ``max_restarts`` times, the output received so far is discarded, and
         ``on_restart`` is called with a :class:`StreamRestart` before the new output
         arrives; ``stream.restarts`` counts them.
+
+        ``accumulate=False`` keeps memory flat for very long streams: the chunks are only
+        yielded, so ``completion_so_far``, ``final_completion()`` and the partial output of
+        errors are not available.
         """
         client = self._client
         options = client._options(
@@ -583,6 +619,7 @@ class Completions:
             options,
             on_restart=on_restart,
             max_restarts=max_restarts,
+            accumulate=accumulate,
         )
 
     async def create_from_request(
@@ -654,8 +691,10 @@ class StreamContext:
         *,
         on_restart: Callable[[StreamRestart], object] | None,
         max_restarts: int,
+        accumulate: bool,
     ) -> None:
         self._client = client
+        self._accumulate = accumulate
         self._body = body
         self._options = options
         self._on_restart = on_restart
@@ -669,6 +708,7 @@ class StreamContext:
             options=self._options,
             on_restart=self._on_restart,
             max_restarts=self._max_restarts,
+            accumulate=self._accumulate,
         )
         assert isinstance(result, CompletionStream)
         self._stream = result

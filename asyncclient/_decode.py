@@ -28,6 +28,7 @@ __all__ = [
     "DONE",
     "decode_chunk",
     "decode_chunks",
+    "decode_chunks_joined",
     "decode_completion",
     "decode_error",
     "encode_request",
@@ -126,6 +127,11 @@ def decode_chunks(datas: list[bytes]) -> list[CompletionChunk]:
     which event was bad.
     """
     return _chunk_list_decoder.decode(b"[" + b",".join(datas) + b"]")
+
+
+def decode_chunks_joined(joined: bytes) -> list[CompletionChunk]:
+    """Decode payloads already joined with commas (``A,B,C``) as one JSON array."""
+    return _chunk_list_decoder.decode(b"[" + joined + b"]")
 
 
 def decode_error(body: bytes) -> ErrorDetail | None:

@@ -106,6 +106,22 @@ class SSEDecoder:
         """Bytes held: partial line (incl. a partial BOM) plus pending event data."""
         return len(self._head) + len(self._tail) + self._data_len
 
+    @property
+    def at_boundary(self) -> bool:
+        """True when nothing is held: no partial line, no half-built event.
+
+        A caller may then handle a run of plain ``data:`` events itself (see the stream's
+        fast path) and resume feeding this decoder later without losing anything.
+        """
+        return not (self._tail or self._head or self._open or self._cr_pending)
+
+    def mark_started(self) -> None:
+        """Note that the stream's first bytes were consumed elsewhere: a BOM is only
+        stripped at the very start of a stream."""
+        if self._at_start and not self._head:
+            self._at_start = False
+            self._fixup = self._cr_pending
+
     def feed(self, chunk: bytes) -> list[ServerSentEvent]:
         """Consume ``chunk``; return every event it completes, in stream order."""
         if self._fixup:

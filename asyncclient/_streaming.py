@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import warnings
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -20,7 +21,14 @@ from typing import Final, NamedTuple, Self
 import msgspec
 
 from ._accumulate import CompletionAccumulator
-from ._decode import DONE, decode_chunk, decode_chunks, decode_error, validation_error_path
+from ._decode import (
+    DONE,
+    decode_chunk,
+    decode_chunks,
+    decode_chunks_joined,
+    decode_error,
+    validation_error_path,
+)
 from ._exceptions import (
     APIConnectionError,
     AsyncClientError,
@@ -43,6 +51,19 @@ logger = logging.getLogger("asyncclient")
 # the connection can go back to the pool; past these limits it is closed instead.
 _DRAIN_SECONDS: Final = 1.0
 _DRAIN_BYTES: Final = 64 * 1024
+
+_BLANK_LINE: Final = b"\n\n"
+_DATA_PREFIX: Final = b"data: "
+_NEXT_EVENT: Final = b"\n\ndata: "
+_LAST_DONE: Final = b",[DONE]"
+# `int in bytes` is a bare memchr; `bytes in bytes` runs a general search, several times
+# slower on the short reads of a live stream.
+_CR: Final = 0x0D
+_LF: Final = 0x0A
+_SLICE_BYTES: Final = 16 * 1024
+# Past this, an unfinished event is handed to the framer, whose buffer grows in linear time
+# (re-concatenating a carry on every read would be quadratic).
+_MAX_CARRY: Final = 64 * 1024
 
 _TIMEOUT_MESSAGES: Final = {
     "first_event": "No content event arrived within Timeout.first_event after the headers.",
@@ -94,9 +115,11 @@ class CompletionStream:
         reconnect: Callable[[], Awaitable[Response]] | None = None,
         on_restart: Callable[[StreamRestart], object] | None = None,
         max_restarts: int = 0,
+        accumulate: bool = True,
     ) -> None:
         self._response = response
         self._max_event_size = max_event_size
+        self._plain_limit = max_event_size if max_event_size is not None else sys.maxsize
         self._reconnect = reconnect
         self._on_restart = on_restart
         self._max_restarts = max_restarts
@@ -104,7 +127,14 @@ class CompletionStream:
         self._framer = SSEDecoder(max_event_size=max_event_size)
         self._pending: deque[CompletionChunk] = deque()
         self._pending_error: AsyncClientError | None = None
-        self._accumulator = CompletionAccumulator()
+        # Without accumulation memory stays flat however long the stream, at the price of
+        # completion_so_far, final_completion() and partial output on errors.
+        self._accumulator = CompletionAccumulator() if accumulate else None
+        self._carry = b""  # plain path: the start of an event whose end has not arrived
+        self._backlog = b""  # plain path: complete events not decoded yet
+        self._backlog_at = 0
+        self._backlog_end = 0
+        self._started = False
         self._done = response is None
         self._closed = response is None
         if info is None:
@@ -181,16 +211,16 @@ class CompletionStream:
             or self.restarts >= self._max_restarts
         ):
             return False
-        discarded = self._accumulator.snapshot()
+        accumulator = self._accumulator
+        discarded = accumulator.snapshot() if accumulator is not None else None
         if self._response is not None:
             self._response.release()
         self.restarts += 1
         logger.warning(
-            "Stream broke (%s); restarting it (restart %d of %d), discarding %d chunk(s).",
+            "Stream broke (%s); restarting it (restart %d of %d), discarding what it sent.",
             error.message,
             self.restarts,
             self._max_restarts,
-            self._accumulator.chunk_count,
         )
         try:
             self._response = await self._reconnect()
@@ -198,7 +228,10 @@ class CompletionStream:
             self._closed = True
             raise
         self._framer = SSEDecoder(max_event_size=self._max_event_size)
-        self._accumulator = CompletionAccumulator()
+        self._carry = self._backlog = b""
+        self._started = False
+        if accumulator is not None:
+            self._accumulator = CompletionAccumulator()
         self._done = False
         self._seen_content = False
         first_event = self._first_event
@@ -209,15 +242,24 @@ class CompletionStream:
         return True
 
     async def _fill(self) -> None:
+        if self._backlog:
+            self._decode_backlog_slice()
+        else:
+            self._consume(await self._read())
+        if self._pending and self._idle is not None:
+            self._seen_content = True
+            self._content_deadline = self._loop_time() + self._idle
+
+    async def _read(self) -> bytes:
+        """The next network read (``b""`` at the end), under the stream's deadlines."""
         response = self._response
         assert response is not None
         deadline, phase = self._next_deadline()
         try:
             if deadline is None:
-                data = await response.read_chunk()
-            else:
-                async with asyncio.timeout_at(deadline):
-                    data = await response.read_chunk()
+                return await response.read_chunk()
+            async with asyncio.timeout_at(deadline):
+                return await response.read_chunk()
         except TimeoutError as exc:
             raise self._with_partial(
                 StreamTimeoutError(_TIMEOUT_MESSAGES[phase], phase=phase, url=response.url)
@@ -226,23 +268,6 @@ class CompletionStream:
             raise self._with_partial(
                 IncompleteStreamError(f"The stream broke before it ended: {exc.message}")
             ) from exc
-        framer = self._framer
-        try:
-            events = framer.feed(data) if data else framer.flush()
-        except EventTooLargeError as exc:
-            raise self._with_partial(StreamDecodeError(str(exc))) from exc
-        if events:
-            self._handle_events(events)
-            if self._pending and self._idle is not None:
-                self._seen_content = True
-                self._content_deadline = self._loop_time() + self._idle
-        if not data and not self._done:
-            self._done = True
-            error = IncompleteStreamError(
-                "The stream ended before `data: [DONE]`: the server closed the connection "
-                "without finishing the response."
-            )
-            self._fail(error)
 
     def _next_deadline(self) -> tuple[float | None, str]:
         content = self._content_deadline
@@ -252,6 +277,111 @@ class CompletionStream:
         if content is not None:
             return content, "idle" if self._seen_content else "first_event"
         return None, ""
+
+    # -- decoding: the plain fast path and the general framer --------------------------------
+    #
+    # Nearly every OpenAI-compatible server sends "plain" streams: LF line ends and events
+    # that are one `data: {json}` line each. For those, the complete events of a read are
+    # turned into one JSON array by a single `replace` and decoded by one decoder call, with
+    # no event objects. Anything else (CR, comments, `event:`/`id:` lines, multi-line data,
+    # a payload that does not decode) goes to the general SSE framer, which produces the exact
+    # events and errors. Each read picks its path anew, whenever the framer holds nothing.
+
+    def _consume(self, data: bytes) -> None:
+        framer = self._framer
+        carry = self._carry
+        at_end = not data
+        if data and _CR not in data and framer.at_boundary:
+            buffer = carry + data if carry else data
+            # A read larger than max_event_size goes to the framer, which checks each event.
+            cut = buffer.rfind(_BLANK_LINE) if len(buffer) <= self._plain_limit else -2
+            if cut == -1:
+                if len(buffer) <= _MAX_CARRY:
+                    self._carry = buffer  # no complete event yet
+                    return
+            elif cut >= 0 and buffer.startswith(_DATA_PREFIX):
+                if not self._started:
+                    self._started = True
+                    framer.mark_started()
+                self._carry = buffer[cut + 2 :]
+                self._backlog = buffer
+                self._backlog_at = 0
+                self._backlog_end = cut
+                self._decode_backlog_slice()
+                return
+            data = buffer
+        elif carry:
+            data = carry + data
+        self._carry = b""
+        self._feed_framer(data, at_end=at_end)
+
+    def _decode_backlog_slice(self) -> None:
+        """Decode the next slice of complete plain events (about 16 KiB of them).
+
+        Slicing keeps a large read (on loopback a whole stream can arrive at once) from
+        becoming thousands of objects at once, which would fall out of the CPU caches before
+        the caller reaches them.
+        """
+        backlog = self._backlog
+        start = self._backlog_at
+        end = self._backlog_end
+        if end - start > _SLICE_BYTES:
+            cut = backlog.find(_BLANK_LINE, start + _SLICE_BYTES, end)
+            if cut >= 0:
+                end = cut
+        if end >= self._backlog_end:
+            self._backlog = b""
+        else:
+            self._backlog_at = end + 2
+        chunks = None
+        if backlog.startswith(_DATA_PREFIX, start):
+            body = backlog[start + 6 : end]
+            several = _LF in body
+            if several:
+                body = body.replace(_NEXT_EVENT, b",")
+            if _LF not in body:
+                chunks = self._decode_plain(body, several)
+        if chunks is None:
+            # Not plain after all: the framer takes over from this slice, exactly.
+            rest = backlog[start : self._backlog_end + 2] + self._carry
+            self._backlog = self._carry = b""
+            self._feed_framer(rest, at_end=False)
+        elif chunks:
+            self._queue(chunks)
+
+    def _decode_plain(self, body: bytes, several: bool) -> list[CompletionChunk] | None:
+        if body.endswith(DONE):
+            if body == DONE:
+                self._done = True
+                return []
+            if body.endswith(_LAST_DONE):
+                self._done = True
+                body = body[: -len(_LAST_DONE)]
+        try:
+            return decode_chunks_joined(body) if several else [decode_chunk(body)]
+        except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError):
+            self._done = False
+            return None
+
+    def _feed_framer(self, data: bytes, *, at_end: bool) -> None:
+        framer = self._framer
+        try:
+            events = framer.feed(data) if data else []
+            if at_end:
+                events += framer.flush()
+        except EventTooLargeError as exc:
+            raise self._with_partial(StreamDecodeError(str(exc))) from exc
+        self._started = True
+        if events:
+            self._handle_events(events)
+        if at_end and not self._done:
+            self._done = True
+            self._fail(
+                IncompleteStreamError(
+                    "The stream ended before `data: [DONE]`: the server closed the connection "
+                    "without finishing the response."
+                )
+            )
 
     def _handle_events(self, events: list[ServerSentEvent]) -> None:
         payloads: list[bytes] = []
@@ -288,9 +418,8 @@ class CompletionStream:
         self._queue(chunks)
 
     def _queue(self, chunks: list[CompletionChunk]) -> None:
-        add = self._accumulator.add
-        for chunk in chunks:
-            add(chunk)
+        if self._accumulator is not None:
+            self._accumulator.add_many(chunks)
         self._pending.extend(chunks)
 
     def _fail(self, error: AsyncClientError) -> None:
@@ -302,7 +431,8 @@ class CompletionStream:
             )
 
     def _with_partial(self, error: StreamError) -> StreamError:
-        error.partial = self._accumulator.snapshot()
+        if self._accumulator is not None:
+            error.partial = self._accumulator.snapshot()
         return error
 
     # -- conveniences -------------------------------------------------------------------------
@@ -320,6 +450,8 @@ class CompletionStream:
         The result has one choice per index with its full text, its finish reason and merged
         logprobs, and the usage of the last chunk that carried usage.
         """
+        if self._accumulator is None:
+            raise RuntimeError("final_completion() needs a stream made with accumulate=True.")
         async for _ in self:
             pass
         completion = self._accumulator.snapshot()
@@ -329,8 +461,9 @@ class CompletionStream:
 
     @property
     def completion_so_far(self) -> Completion | None:
-        """Everything received so far, as a completion (``None`` before the first chunk)."""
-        return self._accumulator.snapshot()
+        """Everything received so far, as a completion (``None`` before the first chunk, or
+        when the stream does not accumulate)."""
+        return self._accumulator.snapshot() if self._accumulator is not None else None
 
     # -- lifecycle ----------------------------------------------------------------------------
 

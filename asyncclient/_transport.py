@@ -22,8 +22,6 @@ from ._exceptions import (
     APITimeoutError,
     AsyncClientError,
     ConnectTimeoutError,
-    HeadersTimeoutError,
-    ReadTimeoutError,
     ResponseTooLargeError,
     TotalTimeoutError,
 )
@@ -149,24 +147,10 @@ class Response:
     def at_eof(self) -> bool:
         return self._response.content.at_eof()
 
-    async def read(self, *, limit: int | None = None, timeout: float | None = None) -> bytes:
-        """The whole body, released afterwards.
-
-        ``limit`` bounds its size (checked against Content-Length first, then while reading);
-        ``timeout`` bounds the time to read it.
-        """
+    async def read(self, *, limit: int | None = None) -> bytes:
+        """The whole body (at most ``limit`` bytes), released afterwards."""
         try:
-            if timeout is None:
-                return await self._read(limit)
-            try:
-                async with asyncio.timeout(timeout):
-                    return await self._read(limit)
-            except TimeoutError as exc:
-                raise ReadTimeoutError(
-                    f"The body of {self.url} did not arrive within {timeout} s.",
-                    url=self.url,
-                    phase="idle",
-                ) from exc
+            return await self._read(limit)
         except _TRANSLATED as exc:
             raise _map_error(exc, self.url, "body read") from exc
         finally:
@@ -240,6 +224,7 @@ class Transport:
                 "TLS certificate verification is disabled for this client (verify_tls=False)."
             )
         self._session = session
+        self._client_timeouts: dict[float | None, aiohttp.ClientTimeout] = {}
         self._owns_session = session is None
         self._max_connections = max_connections
         self._verify_tls = verify_tls
@@ -275,41 +260,26 @@ class Transport:
         *,
         body: bytes,
         headers: Mapping[str, str],
-        timeout: Timeout,
+        connect_timeout: float | None,
     ) -> Response:
         """POST ``body``; return once the response headers are in.
 
-        Redirects are not followed: a 3xx comes back as a status error, so the
-        ``Authorization`` header can never be replayed to another host.
+        Only the connect timeout is applied here; the caller bounds the wait for headers
+        (one timer per call, shared with the body read). Socket read timeouts stay off:
+        aiohttp's timer is reset by any byte, keep-alive comments included, so streams
+        enforce their own idle limit per content event. Redirects are not followed: a 3xx
+        comes back as a status error, so ``Authorization`` is never replayed to another host.
         """
         session = self._get_session()
-        # Socket-level read timeouts stay off: aiohttp's timer is reset by any byte,
-        # keep-alive comments included; the stream enforces `idle` per content event.
-        client_timeout = aiohttp.ClientTimeout(
-            total=None, connect=timeout.connect, sock_connect=timeout.connect, sock_read=None
-        )
+        client_timeout = self._client_timeouts.get(connect_timeout)
+        if client_timeout is None:
+            client_timeout = self._client_timeouts[connect_timeout] = aiohttp.ClientTimeout(
+                total=None, connect=connect_timeout, sock_connect=connect_timeout, sock_read=None
+            )
         try:
-            if timeout.headers is None:
-                response = await session.post(
-                    url, data=body, headers=headers, timeout=client_timeout, allow_redirects=False
-                )
-            else:
-                async with asyncio.timeout(timeout.headers):
-                    response = await session.post(
-                        url,
-                        data=body,
-                        headers=headers,
-                        timeout=client_timeout,
-                        allow_redirects=False,
-                    )
-        except TimeoutError as exc:
-            if isinstance(exc, aiohttp.ConnectionTimeoutError):
-                raise _map_error(exc, url, "connect") from exc
-            raise HeadersTimeoutError(
-                f"No response headers from {url} within {timeout.headers} s.",
-                url=url,
-                phase="headers",
-            ) from exc
+            response = await session.post(
+                url, data=body, headers=headers, timeout=client_timeout, allow_redirects=False
+            )
         except _TRANSLATED as exc:
             raise _map_error(exc, url, "request") from exc
         return Response(response, url)

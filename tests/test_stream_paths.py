@@ -1,0 +1,214 @@
+"""The stream's two decode paths give the same result for any stream and any chunking.
+
+Plain streams (LF, one ``data:`` line per event) take a fast path that decodes the events of
+a read as one JSON array; everything else goes through the SSE framer. Each read chooses its
+path anew, so a stream may switch back and forth. These tests drive a real
+``CompletionStream`` over an in-memory response, cut at random points, and compare what the
+caller gets with a reference built from the whole body by the framer alone.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any, cast
+
+import msgspec
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from asyncclient import (
+    AsyncClientError,
+    CompletionChunk,
+    CompletionStream,
+    IncompleteStreamError,
+    ServerStreamError,
+    StreamDecodeError,
+)
+from asyncclient._sse import SSEDecoder
+from asyncclient._transport import Response
+
+_encoder = msgspec.json.Encoder()
+
+
+class FakeResponse:
+    """Just enough of ``_transport.Response`` for a stream: pieces of a body, in order."""
+
+    def __init__(self, pieces: list[bytes]) -> None:
+        self._pieces = list(pieces)
+        self.status = 200
+        self.headers: dict[str, str] = {"content-type": "text/event-stream"}
+        self.url = "http://127.0.0.1/v1/completions"
+        self.released = False
+
+    @property
+    def at_eof(self) -> bool:
+        return not self._pieces
+
+    async def read_chunk(self) -> bytes:
+        return self._pieces.pop(0) if self._pieces else b""
+
+    def release(self) -> None:
+        self.released = True
+
+
+def chunk_event(index: int, text: str, finish: str | None = None) -> bytes:
+    payload = {
+        "id": "cmpl-1",
+        "object": "text_completion",
+        "created": 1,
+        "model": "m",
+        "choices": [{"index": index, "text": text, "finish_reason": finish}],
+    }
+    return _encoder.encode(payload)
+
+
+def cut(body: bytes, points: list[int]) -> list[bytes]:
+    edges = sorted({0, len(body), *(p % (len(body) + 1) for p in points)})
+    return [body[a:b] for a, b in itertools.pairwise(edges) if b > a]
+
+
+async def run(pieces: list[bytes], **options: Any) -> tuple[list[str], BaseException | None]:
+    response = FakeResponse(pieces)
+    stream = CompletionStream(cast(Response, response), **options)
+    texts: list[str] = []
+    error: BaseException | None = None
+    try:
+        async with stream:
+            async for chunk in stream:
+                texts.extend(f"{c.index}:{c.text}" for c in chunk.choices)
+    except AsyncClientError as exc:
+        error = exc
+    assert response.released
+    return texts, error
+
+
+def reference(body: bytes) -> tuple[list[str], type[BaseException] | None]:
+    """What the caller must get: the framer alone, fed the whole body."""
+    decoder = SSEDecoder()
+    texts: list[str] = []
+    for event in decoder.feed(body) + decoder.flush():
+        if event.event == "error":
+            return texts, ServerStreamError
+        if event.event != "message" or not event.data:
+            continue
+        if event.data == b"[DONE]":
+            return texts, None
+        try:
+            chunk = msgspec.json.decode(event.data, type=CompletionChunk)
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            return texts, StreamDecodeError
+        texts.extend(f"{c.index}:{c.text}" for c in chunk.choices)
+    return texts, IncompleteStreamError
+
+
+events = st.lists(
+    st.one_of(
+        st.tuples(st.just("chunk"), st.integers(0, 2), st.text(max_size=8)),
+        st.tuples(st.just("comment"), st.just(0), st.just("")),
+        st.tuples(st.just("named"), st.integers(0, 2), st.text(max_size=8)),
+        st.tuples(st.just("multiline"), st.just(0), st.just("")),
+        st.tuples(st.just("bad"), st.just(0), st.just("")),
+    ),
+    max_size=12,
+)
+
+
+def render(spec: list[tuple[str, int, str]], newline: bytes, done: bool) -> bytes:
+    out = []
+    for kind, index, text in spec:
+        if kind == "chunk":
+            out.append(b"data: " + chunk_event(index, text) + newline * 2)
+        elif kind == "comment":
+            out.append(b": keep-alive" + newline * 2)
+        elif kind == "named":
+            out.append(b"event: message" + newline + b"data: " + chunk_event(index, text))
+            out.append(newline * 2)
+        elif kind == "multiline":
+            payload = chunk_event(0, "ml").replace(b",", b"," + newline + b"data: ", 1)
+            out.append(b"data: " + payload + newline * 2)
+        else:
+            out.append(b"data: {not json" + newline * 2)
+    if done:
+        out.append(b"data: [DONE]" + newline * 2)
+    return b"".join(out)
+
+
+@settings(max_examples=250, deadline=None)
+@given(
+    spec=events,
+    newline=st.sampled_from([b"\n", b"\r\n", b"\r"]),
+    done=st.booleans(),
+    points=st.lists(st.integers(0, 10_000), max_size=10),
+)
+async def test_any_stream_any_chunking_matches_the_framer(
+    spec: list[tuple[str, int, str]], newline: bytes, done: bool, points: list[int]
+) -> None:
+    body = render(spec, newline, done)
+    expected_texts, expected_error = reference(body)
+    texts, error = await run(cut(body, points))
+    assert texts == expected_texts
+    assert (type(error) if error is not None else None) is expected_error
+
+
+@settings(max_examples=60, deadline=None)
+@given(points=st.lists(st.integers(0, 10_000), max_size=30))
+async def test_plain_stream_split_anywhere(points: list[int]) -> None:
+    body = b"".join(b"data: " + chunk_event(0, f"t{i} ") + b"\n\n" for i in range(40))
+    body += b"data: [DONE]\n\n"
+    texts, error = await run(cut(body, points))
+    assert error is None
+    assert texts == [f"0:t{i} " for i in range(40)]
+
+
+async def test_one_byte_reads() -> None:
+    body = b"".join(b"data: " + chunk_event(0, f"{i}") + b"\n\n" for i in range(5))
+    body += b"data: [DONE]\n\n"
+    texts, error = await run([body[i : i + 1] for i in range(len(body))])
+    assert error is None
+    assert texts == [f"0:{i}" for i in range(5)]
+
+
+async def test_a_large_read_is_decoded_in_slices_without_losing_order() -> None:
+    body = b"".join(b"data: " + chunk_event(i % 3, f"{i}") + b"\n\n" for i in range(3000))
+    body += b"data: [DONE]\n\n"
+    texts, error = await run([body])
+    assert error is None
+    assert texts == [f"{i % 3}:{i}" for i in range(3000)]
+
+
+async def test_events_after_done_are_ignored() -> None:
+    body = b"data: " + chunk_event(0, "a") + b"\n\ndata: [DONE]\n\ndata: "
+    body += chunk_event(0, "b") + b"\n\n"
+    texts, error = await run([body])
+    assert error is None
+    assert texts == ["0:a"]
+
+
+async def test_a_bom_before_plain_events_is_stripped() -> None:
+    body = b"\xef\xbb\xbfdata: " + chunk_event(0, "a") + b"\n\ndata: [DONE]\n\n"
+    texts, error = await run([body[:2], body[2:]])
+    assert error is None
+    assert texts == ["0:a"]
+
+
+async def test_the_max_event_size_holds_on_the_plain_path() -> None:
+    body = b"data: " + chunk_event(0, "x" * 5000) + b"\n\ndata: [DONE]\n\n"
+    texts, error = await run([body], max_event_size=1000)
+    assert texts == []
+    assert isinstance(error, StreamDecodeError)
+
+
+async def test_without_accumulation_memory_is_not_kept() -> None:
+    body = b"data: " + chunk_event(0, "a") + b"\n\n"
+    response = FakeResponse([body])
+    stream = CompletionStream(cast(Response, response), accumulate=False)
+    async with stream:
+        with pytest.raises(IncompleteStreamError) as caught:
+            async for _ in stream:
+                pass
+        assert caught.value.partial is None
+        assert stream.completion_so_far is None
+    async with CompletionStream(cast(Response, FakeResponse([])), accumulate=False) as empty:
+        with pytest.raises(RuntimeError, match="accumulate=True"):
+            await empty.final_completion()
