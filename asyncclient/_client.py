@@ -8,11 +8,21 @@ import platform
 import uuid
 from collections.abc import Callable, Mapping
 from types import TracebackType
-from typing import Any, Final, Literal, NamedTuple, Required, Self, TypedDict, Unpack, overload
+from typing import (
+    Any,
+    Final,
+    Literal,
+    NamedTuple,
+    Required,
+    Self,
+    TypedDict,
+    Unpack,
+    overload,
+)
 
 from ._accumulate import chunk_from_completion
 from ._batch import DEFAULT_CONCURRENCY, DEFAULT_MAX_RETRIES, BatchJob, BatchSource
-from ._decode import decode_completion, decode_error, encode_request
+from ._decode import decode_completion, decode_completion_lazy, decode_error, encode_request
 from ._exceptions import (
     APIConnectionError,
     APIStatusError,
@@ -27,6 +37,7 @@ from ._exceptions import (
 from ._models import (
     Completion,
     CompletionRequest,
+    LazyCompletion,
     OrqExtensions,
     Prompt,
     ResponseInfo,
@@ -247,7 +258,8 @@ class AsyncClient:
         on_restart: Callable[[StreamRestart], object] | None = None,
         max_restarts: int = 0,
         accumulate: bool = True,
-    ) -> tuple[Completion | CompletionStream, ResponseInfo]:
+        lazy_logprobs: bool = False,
+    ) -> tuple[Completion | LazyCompletion | CompletionStream, ResponseInfo]:
         """One logical request: attempts with retries, then a completion or a stream.
 
         A plain response is read and decoded inside the attempt, so a body that breaks off
@@ -263,7 +275,11 @@ class AsyncClient:
         log = AttemptLog()
         responses: list[Response] = []
 
-        async def attempt(number: int) -> Completion | Response:
+        decode_body: Callable[[bytes], Completion | LazyCompletion] = (
+            decode_completion_lazy if lazy_logprobs else decode_completion
+        )
+
+        async def attempt(number: int) -> Completion | LazyCompletion | Response:
             # One timer per attempt: first the wait for headers, then (rescheduled) the body.
             waiting_for = "headers"
             try:
@@ -283,7 +299,7 @@ class AsyncClient:
             except TimeoutError as exc:
                 raise _timeout_error(waiting_for, url, timeout) from exc
             if not is_stream:
-                return _decode_body(response, raw)
+                return _decode_body(response, raw, decode_body)
             if stream:
                 return response
             # Asked for a plain body, got an event stream: read it whole, here, so that a
@@ -331,7 +347,7 @@ class AsyncClient:
                 ),
                 info,
             )
-        if stream:
+        if stream and isinstance(outcome, Completion):
             # A JSON answer to a stream request: a stream of one chunk.
             return CompletionStream(None, chunks=[chunk_from_completion(outcome)], info=info), info
         return outcome, info
@@ -424,14 +440,16 @@ async def _status_error(response: Response) -> APIStatusError:
 _JSON_TYPES: Final = frozenset({"application/json", "text/json"})
 
 
-def _decode_body(response: Response, body: bytes) -> Completion:
+def _decode_body(
+    response: Response, body: bytes, decode: Callable[[bytes], Completion | LazyCompletion]
+) -> Completion | LazyCompletion:
     content_type = response.content_type
     if content_type in _JSON_TYPES or content_type.endswith("+json"):
-        return decode_completion(body)
+        return decode(body)
     # Some servers label JSON as text/plain or send no type at all: accept a body that
     # decodes, and name the content type when it does not.
     try:
-        return decode_completion(body)
+        return decode(body)
     except ResponseDecodeError as exc:
         raise ResponseDecodeError(
             f"Expected an application/json or text/event-stream response, got "
@@ -549,6 +567,7 @@ class Completions:
         result, _ = await client._request(
             _encode(params, stream, extra_body), stream=stream, options=options
         )
+        assert not isinstance(result, LazyCompletion)
         return result
 
     async def create_with_info(
@@ -577,6 +596,34 @@ class Completions:
         )
         assert isinstance(result, Completion)
         return CompletionWithInfo(result, info)
+
+    async def create_lazy(
+        self,
+        *,
+        timeout: Timeout | float | None | NotGiven = NOT_GIVEN,
+        retry: RetryPolicy | None | NotGiven = NOT_GIVEN,
+        path: str | None = None,
+        extra_headers: Mapping[str, str] | None = None,
+        extra_body: Mapping[str, Any] | None = None,
+        idempotency_key: str | None = None,
+        **params: Unpack[CompletionParams],
+    ) -> LazyCompletion:
+        """Like :meth:`create` (not streamed), but each choice's logprobs stay raw JSON
+        until ``choice.logprobs()`` is called: for large ``logprobs`` bodies whose log
+        probabilities are often not read."""
+        client = self._client
+        options = client._options(
+            timeout=timeout,
+            retry=retry,
+            path=path,
+            extra_headers=extra_headers,
+            idempotency_key=idempotency_key,
+        )
+        result, _ = await client._request(
+            _encode(params, False, extra_body), stream=False, options=options, lazy_logprobs=True
+        )
+        assert isinstance(result, LazyCompletion)
+        return result
 
     def stream(
         self,
@@ -671,6 +718,7 @@ class Completions:
         if isinstance(result, CompletionStream):
             async with result:
                 return CompletionWithInfo(await result.final_completion(), info)
+        assert isinstance(result, Completion)
         return CompletionWithInfo(result, info)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import msgspec
 import msgspec.inspect
@@ -20,6 +20,7 @@ from ._models import (
     CompletionChunk,
     CompletionRequest,
     ErrorDetail,
+    LazyCompletion,
     _ErrorEnvelope,
     check_filter_by,
 )
@@ -30,15 +31,18 @@ __all__ = [
     "decode_chunks",
     "decode_chunks_joined",
     "decode_completion",
+    "decode_completion_lazy",
     "decode_error",
     "encode_request",
 ]
 
 DONE: Final = b"[DONE]"
+_Body = TypeVar("_Body", Completion, LazyCompletion)
 
 # strict=False accepts integral floats such as "prompt_tokens": 12.0 for int fields: the spec
 # types token counts as JSON numbers, and some gateways emit them as floats.
 _completion_decoder: Final = msgspec.json.Decoder(Completion, strict=False)
+_lazy_completion_decoder: Final = msgspec.json.Decoder(LazyCompletion, strict=False)
 _chunk_decoder: Final = msgspec.json.Decoder(CompletionChunk, strict=False)
 _chunk_list_decoder: Final = msgspec.json.Decoder(list[CompletionChunk], strict=False)
 _error_decoder: Final = msgspec.json.Decoder(_ErrorEnvelope, strict=False)
@@ -98,8 +102,17 @@ def _allowed_values(root: type, path: str) -> str | None:
 
 
 def decode_completion(body: bytes) -> Completion:
+    return _decode_body(_completion_decoder, body)
+
+
+def decode_completion_lazy(body: bytes) -> LazyCompletion:
+    """Like :func:`decode_completion`, leaving each choice's logprobs as raw JSON."""
+    return _decode_body(_lazy_completion_decoder, body)
+
+
+def _decode_body(decoder: msgspec.json.Decoder[_Body], body: bytes) -> _Body:
     try:
-        return _completion_decoder.decode(body)
+        return decoder.decode(body)
     except msgspec.ValidationError as exc:
         raise ResponseDecodeError(
             f"Response body does not match the completion schema: {exc}. Body: {excerpt(body)}",

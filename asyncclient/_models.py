@@ -32,6 +32,8 @@ __all__ = [
     "ErrorDetail",
     "FinishReason",
     "KnowledgeBase",
+    "LazyCompletion",
+    "LazyCompletionChoice",
     "Logprobs",
     "OrqCache",
     "OrqExtensions",
@@ -124,6 +126,54 @@ class Completion(Struct, kw_only=True, gc=False):
     @property
     def text(self) -> str:
         """The first choice's text, or ``""`` when there is no choice."""
+        return self.choices[0].text if self.choices else ""
+
+
+_logprobs_decoder = msgspec.json.Decoder(Logprobs, strict=False)
+_NULL = msgspec.Raw(b"null")
+
+
+class LazyCompletionChoice(Struct, kw_only=True, gc=False):
+    """A choice whose logprobs stay undecoded JSON until :meth:`logprobs` is called.
+
+    Logprobs are most of a large body (about 190 bytes per token) and often unused; keeping
+    them as ``msgspec.Raw`` skips building thousands of strings, floats and dicts.
+    """
+
+    index: int = 0
+    text: str = ""
+    finish_reason: str | None = None
+    raw_logprobs: msgspec.Raw = msgspec.field(default=_NULL, name="logprobs")
+
+    def logprobs(self) -> Logprobs | None:
+        """Decode the logprobs now. Each call decodes again: keep the result.
+
+        Raises :class:`~asyncclient.ResponseDecodeError` if they are not OpenAI-shaped.
+        """
+        raw = self.raw_logprobs
+        if raw == _NULL:
+            return None
+        try:
+            return _logprobs_decoder.decode(raw)
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            from ._exceptions import ResponseDecodeError
+
+            raise ResponseDecodeError(f"Invalid logprobs: {exc}", body=bytes(raw)) from exc
+
+
+class LazyCompletion(Struct, kw_only=True, gc=False):
+    """:class:`Completion` with lazily decoded logprobs (see ``create_lazy``)."""
+
+    id: str
+    choices: list[LazyCompletionChoice]
+    model: str
+    object: str
+    created: Created | None = None
+    system_fingerprint: str | None = None
+    usage: CompletionUsage | None = None
+
+    @property
+    def text(self) -> str:
         return self.choices[0].text if self.choices else ""
 
 

@@ -1065,3 +1065,26 @@ async def test_closing_the_client_with_an_open_stream(emulator: GatewayEmulator)
     assert stream.closed
     assert client.closed
     assert await drained(emulator)
+
+
+# -- lazy logprobs ---------------------------------------------------------------------------
+
+
+async def test_create_lazy_decodes_logprobs_only_when_asked(client: AsyncClient) -> None:
+    eager = await client.completions.create(model=MODEL, prompt=PROMPT, logprobs=3, n=2)
+    lazy = await client.completions.create_lazy(model=MODEL, prompt=PROMPT, logprobs=3, n=2)
+    assert lazy.text == eager.text
+    assert [choice.logprobs() for choice in lazy.choices] == [c.logprobs for c in eager.choices]
+    plain = await client.completions.create_lazy(model=MODEL, prompt=PROMPT)
+    assert plain.choices[0].logprobs() is None
+
+
+def test_lazy_logprobs_that_are_not_openai_shaped_raise_a_decode_error() -> None:
+    from asyncclient._decode import decode_completion_lazy
+
+    body = (
+        b'{"id":"x","object":"text_completion","model":"m","choices":[{"logprobs":{"tokens":1}}]}'
+    )
+    completion = decode_completion_lazy(body)
+    with pytest.raises(ResponseDecodeError):
+        completion.choices[0].logprobs()
