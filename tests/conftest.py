@@ -27,5 +27,9 @@ async def client(emulator: GatewayEmulator) -> AsyncIterator[AsyncClient]:
     async_client = AsyncClient(base_url=emulator.base_url, api_key=API_KEY, retry=None)
     try:
         yield async_client
+        # Whatever a test did (errors, cut streams, cancellations), no connection may be
+        # left checked out of the pool.
+        in_use, _ = async_client._transport.pool_stats()
+        assert in_use == 0, f"{in_use} connection(s) still checked out of the pool"
     finally:
         await async_client.aclose()
