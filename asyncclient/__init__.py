@@ -20,7 +20,9 @@ from ._client import (
     CompletionParams,
     Completions,
     CompletionWithInfo,
+    CreateArgs,
     NotGiven,
+    RequestOptions,
     StreamContext,
 )
 from ._exceptions import (
@@ -151,6 +153,7 @@ __all__ = [
     "ConflictError",
     "ConnectTimeoutError",
     "ContactInfo",
+    "CreateArgs",
     "Created",
     "ErrorDetail",
     "FinishReason",
@@ -200,6 +203,7 @@ __all__ = [
     "PublicContact",
     "RateLimitError",
     "ReadTimeoutError",
+    "RequestOptions",
     "RequestValidationError",
     "RerankConfig",
     "RerankModelParameters",

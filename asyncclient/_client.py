@@ -17,6 +17,7 @@ from typing import (
     Self,
     TypedDict,
     Unpack,
+    cast,
     overload,
 )
 
@@ -65,6 +66,8 @@ __all__ = [
     "CompletionParams",
     "CompletionWithInfo",
     "Completions",
+    "CreateArgs",
+    "RequestOptions",
     "NotGiven",
 ]
 
@@ -122,6 +125,29 @@ class CompletionParams(TypedDict, total=False):
     suffix: str | None
     logit_bias: Mapping[str, float] | None
     stream_options: StreamOptions | Mapping[str, Any] | None
+
+
+class RequestOptions(TypedDict, total=False):
+    """Per-call options, accepted by every method besides the request fields.
+
+    Leaving one out means "the client's default"; ``timeout=None`` means no timeout and
+    ``retry=None`` no retries. ``extra_headers`` and ``extra_body`` are merged last into the
+    headers and the JSON body; ``idempotency_key`` is sent as ``Idempotency-Key``.
+    """
+
+    timeout: Timeout | float | None | NotGiven
+    retry: RetryPolicy | None | NotGiven
+    path: str | None
+    extra_headers: Mapping[str, str] | None
+    extra_body: Mapping[str, Any] | None
+    idempotency_key: str | None
+
+
+class CreateArgs(CompletionParams, RequestOptions, total=False):
+    """The keyword arguments of ``create``: request fields plus per-call options."""
+
+
+_OPTION_NAMES: Final = tuple(RequestOptions.__annotations__)
 
 
 def _authorization(api_key: str) -> str:
@@ -215,15 +241,10 @@ class AsyncClient:
 
     # -- the request cycle, shared by every resource -----------------------------------------
 
-    def _options(
-        self,
-        *,
-        timeout: Timeout | float | None | NotGiven,
-        retry: RetryPolicy | None | NotGiven,
-        path: str | None,
-        extra_headers: Mapping[str, str] | None,
-        idempotency_key: str | None,
-    ) -> _CallOptions:
+    def _options(self, options: RequestOptions) -> _CallOptions:
+        timeout = options.get("timeout", NOT_GIVEN)
+        retry = options.get("retry", NOT_GIVEN)
+        path = options.get("path")
         if isinstance(retry, NotGiven):
             policy = self.retry
         else:
@@ -232,9 +253,21 @@ class AsyncClient:
             timeout=self.timeout if isinstance(timeout, NotGiven) else Timeout.coerce(timeout),
             retry=policy,
             url=self.base_url + (path if path is not None else self.path),
-            extra_headers=extra_headers,
-            idempotency_key=idempotency_key,
+            extra_headers=options.get("extra_headers"),
+            idempotency_key=options.get("idempotency_key"),
         )
+
+    def _prepare(self, arguments: Mapping[str, Any], stream: bool) -> tuple[bytes, _CallOptions]:
+        """Split ``create``'s keyword arguments into the encoded body and the call options."""
+        params = dict(arguments)
+        options: dict[str, Any] = {}
+        for name in _OPTION_NAMES:
+            if name in params:
+                options[name] = params.pop(name)
+        if stream:
+            params["stream"] = True
+        body = encode_request(params, options.get("extra_body"))
+        return body, self._options(cast(RequestOptions, options))
 
     def _headers(self, stream: bool, options: _CallOptions) -> Mapping[str, str]:
         headers = self._sse_headers if stream else self._json_headers
@@ -364,10 +397,7 @@ class AsyncClient:
         requests_per_minute: float | None = None,
         tokens_per_minute: float | None = None,
         adaptive: bool = True,
-        timeout: Timeout | float | None | NotGiven = NOT_GIVEN,
-        path: str | None = None,
-        extra_headers: Mapping[str, str] | None = None,
-        extra_body: Mapping[str, Any] | None = None,
+        **options: Unpack[RequestOptions],
     ) -> BatchJob:
         """Run many requests through a fixed pool of ``concurrency`` workers.
 
@@ -381,17 +411,11 @@ class AsyncClient:
         not applied on top). See :class:`BatchJob` for ordering, limits and cancellation.
         """
         completions = self.completions
+        # The runner retries (and paces every worker on a 429) itself: one attempt per call.
+        call_options: RequestOptions = {**options, "retry": None}
 
         async def call(request: CompletionRequest) -> CompletionWithInfo:
-            # The runner retries (and paces every worker on a 429) itself: one attempt here.
-            return await completions.create_from_request_with_info(
-                request,
-                timeout=timeout,
-                retry=None,
-                path=path,
-                extra_headers=extra_headers,
-                extra_body=extra_body,
-            )
+            return await completions.create_from_request_with_info(request, **call_options)
 
         return BatchJob(
             requests,
@@ -497,57 +521,21 @@ class Completions:
 
     @overload
     async def create(
-        self,
-        *,
-        stream: Literal[False] = False,
-        timeout: Timeout | float | None | NotGiven = NOT_GIVEN,
-        retry: RetryPolicy | None | NotGiven = NOT_GIVEN,
-        path: str | None = None,
-        extra_headers: Mapping[str, str] | None = None,
-        extra_body: Mapping[str, Any] | None = None,
-        idempotency_key: str | None = None,
-        **params: Unpack[CompletionParams],
+        self, *, stream: Literal[False] = False, **arguments: Unpack[CreateArgs]
     ) -> Completion: ...
 
     @overload
     async def create(
-        self,
-        *,
-        stream: Literal[True],
-        timeout: Timeout | float | None | NotGiven = NOT_GIVEN,
-        retry: RetryPolicy | None | NotGiven = NOT_GIVEN,
-        path: str | None = None,
-        extra_headers: Mapping[str, str] | None = None,
-        extra_body: Mapping[str, Any] | None = None,
-        idempotency_key: str | None = None,
-        **params: Unpack[CompletionParams],
+        self, *, stream: Literal[True], **arguments: Unpack[CreateArgs]
     ) -> CompletionStream: ...
 
     @overload
     async def create(
-        self,
-        *,
-        stream: bool,
-        timeout: Timeout | float | None | NotGiven = NOT_GIVEN,
-        retry: RetryPolicy | None | NotGiven = NOT_GIVEN,
-        path: str | None = None,
-        extra_headers: Mapping[str, str] | None = None,
-        extra_body: Mapping[str, Any] | None = None,
-        idempotency_key: str | None = None,
-        **params: Unpack[CompletionParams],
+        self, *, stream: bool, **arguments: Unpack[CreateArgs]
     ) -> Completion | CompletionStream: ...
 
     async def create(
-        self,
-        *,
-        stream: bool = False,
-        timeout: Timeout | float | None | NotGiven = NOT_GIVEN,
-        retry: RetryPolicy | None | NotGiven = NOT_GIVEN,
-        path: str | None = None,
-        extra_headers: Mapping[str, str] | None = None,
-        extra_body: Mapping[str, Any] | None = None,
-        idempotency_key: str | None = None,
-        **params: Unpack[CompletionParams],
+        self, *, stream: bool = False, **arguments: Unpack[CreateArgs]
     ) -> Completion | CompletionStream:
         """Create a completion.
 
@@ -557,87 +545,37 @@ class Completions:
         :class:`AsyncClientError` subclasses otherwise.
         """
         client = self._client
-        options = client._options(
-            timeout=timeout,
-            retry=retry,
-            path=path,
-            extra_headers=extra_headers,
-            idempotency_key=idempotency_key,
-        )
-        result, _ = await client._request(
-            _encode(params, stream, extra_body), stream=stream, options=options
-        )
+        body, options = client._prepare(arguments, stream)
+        result, _ = await client._request(body, stream=stream, options=options)
         assert not isinstance(result, LazyCompletion)
         return result
 
-    async def create_with_info(
-        self,
-        *,
-        timeout: Timeout | float | None | NotGiven = NOT_GIVEN,
-        retry: RetryPolicy | None | NotGiven = NOT_GIVEN,
-        path: str | None = None,
-        extra_headers: Mapping[str, str] | None = None,
-        extra_body: Mapping[str, Any] | None = None,
-        idempotency_key: str | None = None,
-        **params: Unpack[CompletionParams],
-    ) -> CompletionWithInfo:
+    async def create_with_info(self, **arguments: Unpack[CreateArgs]) -> CompletionWithInfo:
         """Like :meth:`create` (not streamed), also returning the :class:`ResponseInfo`:
         status, headers, request id, attempts and retry waits."""
         client = self._client
-        options = client._options(
-            timeout=timeout,
-            retry=retry,
-            path=path,
-            extra_headers=extra_headers,
-            idempotency_key=idempotency_key,
-        )
-        result, info = await client._request(
-            _encode(params, False, extra_body), stream=False, options=options
-        )
+        body, options = client._prepare(arguments, False)
+        result, info = await client._request(body, stream=False, options=options)
         assert isinstance(result, Completion)
         return CompletionWithInfo(result, info)
 
-    async def create_lazy(
-        self,
-        *,
-        timeout: Timeout | float | None | NotGiven = NOT_GIVEN,
-        retry: RetryPolicy | None | NotGiven = NOT_GIVEN,
-        path: str | None = None,
-        extra_headers: Mapping[str, str] | None = None,
-        extra_body: Mapping[str, Any] | None = None,
-        idempotency_key: str | None = None,
-        **params: Unpack[CompletionParams],
-    ) -> LazyCompletion:
+    async def create_lazy(self, **arguments: Unpack[CreateArgs]) -> LazyCompletion:
         """Like :meth:`create` (not streamed), but each choice's logprobs stay raw JSON
         until ``choice.logprobs()`` is called: for large ``logprobs`` bodies whose log
         probabilities are often not read."""
         client = self._client
-        options = client._options(
-            timeout=timeout,
-            retry=retry,
-            path=path,
-            extra_headers=extra_headers,
-            idempotency_key=idempotency_key,
-        )
-        result, _ = await client._request(
-            _encode(params, False, extra_body), stream=False, options=options, lazy_logprobs=True
-        )
+        body, options = client._prepare(arguments, False)
+        result, _ = await client._request(body, stream=False, options=options, lazy_logprobs=True)
         assert isinstance(result, LazyCompletion)
         return result
 
     def stream(
         self,
         *,
-        timeout: Timeout | float | None | NotGiven = NOT_GIVEN,
-        retry: RetryPolicy | None | NotGiven = NOT_GIVEN,
-        path: str | None = None,
-        extra_headers: Mapping[str, str] | None = None,
-        extra_body: Mapping[str, Any] | None = None,
-        idempotency_key: str | None = None,
         on_restart: Callable[[StreamRestart], object] | None = None,
         max_restarts: int = 2,
         accumulate: bool = True,
-        **params: Unpack[CompletionParams],
+        **arguments: Unpack[CreateArgs],
     ) -> StreamContext:
         """``async with client.completions.stream(...) as stream:`` sends the request on
         entry and always releases the connection on exit.
@@ -653,16 +591,10 @@ class Completions:
         errors are not available.
         """
         client = self._client
-        options = client._options(
-            timeout=timeout,
-            retry=retry,
-            path=path,
-            extra_headers=extra_headers,
-            idempotency_key=idempotency_key,
-        )
+        body, options = client._prepare(arguments, True)
         return StreamContext(
             client,
-            _encode(params, True, extra_body),
+            body,
             options,
             on_restart=on_restart,
             max_restarts=max_restarts,
@@ -670,62 +602,25 @@ class Completions:
         )
 
     async def create_from_request(
-        self,
-        request: CompletionRequest,
-        *,
-        timeout: Timeout | float | None | NotGiven = NOT_GIVEN,
-        retry: RetryPolicy | None | NotGiven = NOT_GIVEN,
-        path: str | None = None,
-        extra_headers: Mapping[str, str] | None = None,
-        extra_body: Mapping[str, Any] | None = None,
-        idempotency_key: str | None = None,
+        self, request: CompletionRequest, **options: Unpack[RequestOptions]
     ) -> Completion:
         """Send a prepared :class:`CompletionRequest`; a streamed one is accumulated."""
-        result = await self.create_from_request_with_info(
-            request,
-            timeout=timeout,
-            retry=retry,
-            path=path,
-            extra_headers=extra_headers,
-            extra_body=extra_body,
-            idempotency_key=idempotency_key,
-        )
+        result = await self.create_from_request_with_info(request, **options)
         return result.completion
 
     async def create_from_request_with_info(
-        self,
-        request: CompletionRequest,
-        *,
-        timeout: Timeout | float | None | NotGiven = NOT_GIVEN,
-        retry: RetryPolicy | None | NotGiven = NOT_GIVEN,
-        path: str | None = None,
-        extra_headers: Mapping[str, str] | None = None,
-        extra_body: Mapping[str, Any] | None = None,
-        idempotency_key: str | None = None,
+        self, request: CompletionRequest, **options: Unpack[RequestOptions]
     ) -> CompletionWithInfo:
         """:meth:`create_from_request` with the :class:`ResponseInfo` (attempts, waits...)."""
         client = self._client
-        options = client._options(
-            timeout=timeout,
-            retry=retry,
-            path=path,
-            extra_headers=extra_headers,
-            idempotency_key=idempotency_key,
-        )
         stream = request.stream is True
-        body = encode_request(to_builtins(request), extra_body)
-        result, info = await client._request(body, stream=stream, options=options)
+        body = encode_request(to_builtins(request), options.get("extra_body"))
+        result, info = await client._request(body, stream=stream, options=client._options(options))
         if isinstance(result, CompletionStream):
             async with result:
                 return CompletionWithInfo(await result.final_completion(), info)
         assert isinstance(result, Completion)
         return CompletionWithInfo(result, info)
-
-
-def _encode(params: Mapping[str, Any], stream: bool, extra_body: Mapping[str, Any] | None) -> bytes:
-    if stream:
-        params = {**params, "stream": True}
-    return encode_request(params, extra_body)
 
 
 class StreamContext:

@@ -217,10 +217,7 @@ def test_not_given_means_the_client_default_and_none_means_no_timeout() -> None:
     client = AsyncClient(timeout=Timeout(connect=1.0, idle=7.0))
 
     def resolve(timeout: Timeout | float | None | NotGiven) -> Timeout:
-        options = client._options(
-            timeout=timeout, retry=NOT_GIVEN, path=None, extra_headers=None, idempotency_key=None
-        )
-        return options.timeout
+        return client._options({"timeout": timeout}).timeout
 
     assert resolve(NOT_GIVEN) == Timeout(connect=1.0, idle=7.0)
     assert resolve(None) == NO_TIMEOUT
