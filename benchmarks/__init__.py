@@ -1,4 +1,4 @@
-"""Benchmarks for asyncclient: body decode, stream parse and decode, end to end, memory.
+"""Benchmarks for asyncclient: body decode, streams, end to end, memory, overhead ladders.
 
 Run ``python -m benchmarks --help``. Each section measures our client side by side with the
 libraries users would otherwise pick and with a floor (the least work that gets the same

@@ -29,8 +29,8 @@ def write_chart(
     figure, (left, right) = pyplot.subplots(
         1, 2, figsize=(13, 6.2), gridspec_kw={"width_ratios": [1.15, 1]}
     )
-    figure.suptitle("asyncclient: headline ratios (same run, medians)", fontsize=14)
-    figure.text(0.5, 0.925, subtitle, ha="center", fontsize=9, color="#555555")
+    figure.suptitle("asyncclient: headline ratios (same run, medians)", fontsize=14, y=0.985)
+    figure.text(0.5, 0.935, subtitle, ha="center", fontsize=9, color="#555555")
 
     labels = [label for label, _, _ in speedups]
     values = [value for _, value, _ in speedups]
@@ -44,7 +44,7 @@ def write_chart(
     left.set_xscale("log")
     left.set_yticks(positions, labels, fontsize=9)
     left.invert_yaxis()
-    left.set_xlabel("ours is N times faster (log scale); red mark = target")
+    left.set_xlabel("ours is N times faster (log scale); red = target")
     left.set_title("vs the libraries users would otherwise pick", fontsize=11)
     left.set_xlim(1, max(values + [t for _, _, t in speedups]) * 4)
     left.grid(axis="x", which="both", alpha=0.25)
@@ -70,10 +70,10 @@ def write_chart(
     right.set_yticks(positions, labels, fontsize=9)
     right.invert_yaxis()
     right.set_xlim(0, max([1.25, *ratios]) + 0.15)
-    right.set_xlabel("our speed / reference speed (1.0 = as fast); red mark = target")
+    right.set_xlabel("our speed / reference speed (1.0 = as fast); red = target")
     right.set_title("vs the floor (grey: vs the bytes-only ceiling)", fontsize=11)
     right.grid(axis="x", alpha=0.25)
-    figure.tight_layout(rect=(0, 0, 1, 0.9))
+    figure.tight_layout(rect=(0, 0, 1, 0.92))
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=110)
     pyplot.close(figure)

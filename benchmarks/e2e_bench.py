@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import subprocess
@@ -22,7 +23,7 @@ from typing import Any, Final
 
 import msgspec
 
-from . import floor, variants
+from . import floor
 from .competitors import Missing, require
 from .harness import Mode, Table, median, ratio_text
 
@@ -37,10 +38,10 @@ STREAM_REQUEST: Final = msgspec.json.encode(
 HEADERS: Final = {"Content-Type": "application/json", "Authorization": "Bearer sk-bench"}
 
 OURS: Final = "asyncclient"
+OURS_FLAT: Final = "asyncclient, accumulate=False"
 FLOOR: Final = "floor: aiohttp + msgspec"
 CEILING: Final = "ceiling: aiohttp, bytes only"
-PROPOSED: Final = "asyncclient + FusedCompletionStream (proposed)"
-NO_TIMEOUTS: Final = "asyncclient, timeout=None (diagnostic)"
+BARE: Final = "asyncclient, timeout=None, retry=None (diagnostic)"
 ROOT: Final = Path(__file__).resolve().parent.parent
 
 
@@ -160,46 +161,36 @@ async def _ceiling_client(url: str) -> AsyncIterator[tuple[Operation, Operation]
 
 @contextlib.asynccontextmanager
 async def _ours(
-    url: str, proposed: bool = False, timeouts: bool = True
+    url: str, *, accumulate: bool = True, timeout: bool = True, retry: bool = True
 ) -> AsyncIterator[tuple[Operation, Operation]]:
-    from asyncclient import AsyncClient, _client
+    """The client as a user writes it; the flags turn its timers or retries off."""
+    from asyncclient import AsyncClient
+    from asyncclient._client import DEFAULT_RETRY_POLICY
+    from asyncclient._transport import DEFAULT_TIMEOUT
 
-    # The client builds its streams from this module global: swap it for the prototype.
-    namespace = vars(_client)
-    original = namespace["CompletionStream"]
-    if proposed:
-        namespace["CompletionStream"] = variants.FusedCompletionStream
-    try:
-        async with AsyncClient(base_url=url, path="/v1/completions", api_key="sk-bench") as client:
+    async with AsyncClient(
+        base_url=url,
+        path="/v1/completions",
+        api_key="sk-bench",
+        timeout=DEFAULT_TIMEOUT if timeout else None,
+        retry=DEFAULT_RETRY_POLICY if retry else None,
+    ) as client:
+        completions = client.completions
 
-            async def request() -> int:
-                await client.completions.create(model=MODEL, prompt=PROMPT, max_tokens=16)
-                return 1
+        async def request() -> int:
+            await completions.create(model=MODEL, prompt=PROMPT, max_tokens=16)
+            return 1
 
-            async def stream() -> int:
-                count = 0
-                async with client.completions.stream(
-                    model=MODEL, prompt=PROMPT, max_tokens=16
-                ) as chunks:
-                    async for _ in chunks:
-                        count += 1
-                return count
+        async def stream() -> int:
+            count = 0
+            async with completions.stream(
+                model=MODEL, prompt=PROMPT, max_tokens=16, accumulate=accumulate
+            ) as chunks:
+                async for _ in chunks:
+                    count += 1
+            return count
 
-            yield request, stream
-    finally:
-        namespace["CompletionStream"] = original
-
-
-@contextlib.asynccontextmanager
-async def _proposed(url: str) -> AsyncIterator[tuple[Operation, Operation]]:
-    async with _ours(url, proposed=True) as operations:
-        yield operations
-
-
-@contextlib.asynccontextmanager
-async def _no_timeouts(url: str) -> AsyncIterator[tuple[Operation, Operation]]:
-    async with _ours(url, timeouts=False) as operations:
-        yield operations
+        yield request, stream
 
 
 @contextlib.asynccontextmanager
@@ -297,8 +288,8 @@ def clients() -> list[Client]:
         Client(FLOOR, _floor_client),
         Client(CEILING, _ceiling_client, streams_only=True),
         Client(OURS, _ours),
-        Client(PROPOSED, _proposed, streams_only=True),
-        Client(NO_TIMEOUTS, _no_timeouts),
+        Client(OURS_FLAT, functools.partial(_ours, accumulate=False), streams_only=True),
+        Client(BARE, functools.partial(_ours, timeout=False, retry=False)),
         Client("openai AsyncOpenAI", _openai),
         Client("httpx + json", _httpx_json),
         Client("orq-ai-sdk (async)*", _orq),

@@ -27,9 +27,8 @@ from .harness import Mode, Table
 __all__ = ["run_memory"]
 
 VARIANTS: Final = {
-    "stream": "asyncclient: async for chunk in stream",
-    "stream-no-accumulator": "same, accumulator off (prototype of an opt-out)",
-    "stream-proposed": "same, FusedCompletionStream + LeanAccumulator (proposed)",
+    "stream": "asyncclient: async for chunk in stream (accumulate=True, the default)",
+    "stream-flat": "asyncclient: the same stream with accumulate=False",
     "batch": "asyncclient: client.batch(generator, concurrency=64)",
 }
 
@@ -60,17 +59,18 @@ async def _stream_probe(url: str, chunks: int, accumulate: bool) -> tuple[int, i
     async with AsyncClient(base_url=url, path="/v1/completions") as client:
         # Warm up on a short stream: a long one would leave its high-water mark behind.
         async with client.completions.stream(
-            model=MODEL, prompt=PROMPT, path="/chunks/1000/v1/completions"
+            model=MODEL, prompt=PROMPT, path="/chunks/1000/v1/completions", accumulate=accumulate
         ) as warm:
             async for _ in warm:
                 pass
         _reset_peak()
         baseline, _ = _rss_kib()
         async with client.completions.stream(
-            model=MODEL, prompt=PROMPT, path=f"/chunks/{chunks}/v1/completions"
+            model=MODEL,
+            prompt=PROMPT,
+            path=f"/chunks/{chunks}/v1/completions",
+            accumulate=accumulate,
         ) as stream:
-            if not accumulate:
-                stream._queue = stream._pending.extend  # type: ignore[method-assign, assignment]
             async for _ in stream:
                 count += 1
     return count, baseline
@@ -124,13 +124,7 @@ def probe(argv: list[str]) -> None:
     if args.kind == "batch":
         done, baseline = asyncio.run(_batch_probe(args.url, args.count))
     else:
-        accumulate = args.kind != "stream-no-accumulator"
-        if args.kind == "stream-proposed":
-            from asyncclient import _client
-
-            from . import variants
-
-            vars(_client)["CompletionStream"] = variants.FusedCompletionStream
+        accumulate = args.kind != "stream-flat"
         done, baseline = asyncio.run(_stream_probe(args.url, args.count, accumulate))
     seconds = time.perf_counter() - started
     current, peak = _rss_kib()
@@ -176,8 +170,7 @@ def run_memory(mode: Mode) -> tuple[Table, dict[str, Any]]:
     results: dict[str, Any] = {}
     workloads = [
         ("stream", mode.memory_stream_chunks),
-        ("stream-no-accumulator", mode.memory_stream_chunks),
-        ("stream-proposed", mode.memory_stream_chunks),
+        ("stream-flat", mode.memory_stream_chunks),
         ("batch", mode.memory_batch_requests),
     ]
     with LoopbackServer(100) as server:

@@ -17,7 +17,7 @@ from asyncclient._decode import DONE, decode_chunk, decode_chunks
 from asyncclient._models import CompletionChunk
 from asyncclient._sse import SSEDecoder
 from asyncclient._streaming import CompletionStream
-from asyncclient._transport import Response
+from asyncclient._transport import Response, Timeout
 
 from . import floor, variants
 from .competitors import Missing, require
@@ -29,10 +29,13 @@ __all__ = ["StreamCompetitor", "run_stream", "stream_competitors"]
 StreamRun = Callable[[list[bytes]], int]
 
 OURS: Final = "asyncclient (CompletionStream)"
-OURS_SANS_IO: Final = "asyncclient (SSEDecoder + decode_chunks)"
+OURS_FLAT: Final = "asyncclient (CompletionStream, accumulate=False)"
+OURS_TIMED: Final = "asyncclient (CompletionStream, default Timeout: a timer per read)"
+LAZY_TIMER: Final = "prototype: LazyTimerStream, default Timeout (one timer per stream)"
+OURS_SANS_IO: Final = "asyncclient plain path, sans-IO (no accumulator)"
+FRAMER_PATH: Final = "asyncclient framer path (SSEDecoder + decode_chunks)"
 FLOOR: Final = "floor: bytes framer + msgspec"
 CEILING: Final = "ceiling: read bytes, no decode"
-PROPOSED: Final = "proposed: FusedCompletionStream"
 
 _chunk_decoder: Final = msgspec.json.Decoder(CompletionChunk)
 _chunk_list_decoder: Final = msgspec.json.Decoder(list[CompletionChunk])
@@ -41,8 +44,9 @@ _chunk_list_decoder: Final = msgspec.json.Decoder(list[CompletionChunk])
 # -- ours ------------------------------------------------------------------------------------
 
 
-def ours_sans_io(pieces: list[bytes]) -> int:
-    """What ``CompletionStream._fill`` / ``_handle_events`` do, without the async iterator."""
+def framer_path(pieces: list[bytes]) -> int:
+    """The general path (``_feed_framer`` / ``_handle_events``) that every stream that is not
+    plain takes (CR line ends, comments, ``event:``/``id:`` lines), without the iterator."""
     framer = SSEDecoder()
     count = 0
     for piece in pieces:
@@ -79,32 +83,6 @@ def ours_per_event(pieces: list[bytes]) -> int:
     return count
 
 
-def ours_fused(pieces: list[bytes]) -> int:
-    """Design variant: one ``replace`` + one decoder call per read, the framer as fallback."""
-    decode_list = cast("msgspec.json.Decoder[list[object]]", _chunk_list_decoder)
-    buffer = b""
-    count = 0
-    framer: SSEDecoder | None = None
-    for piece in pieces:
-        if framer is None:
-            buffer = buffer + piece if buffer else piece
-            fused = variants.fused_stream_decode(buffer, decode_list)
-            if fused is not None:
-                items, buffer, done = fused
-                count += len(items)
-                if done:
-                    return count
-                continue
-            framer = SSEDecoder()
-            piece, buffer = buffer, b""
-        for event in framer.feed(piece):
-            if event.data == DONE:
-                return count
-            decode_chunk(event.data)
-            count += 1
-    return count
-
-
 def framer_only(pieces: list[bytes]) -> int:
     """Reference: our framer alone, payloads not decoded."""
     framer = SSEDecoder()
@@ -122,6 +100,7 @@ class _PiecesResponse:
 
     status = 200
     headers: Mapping[str, str] = {"Content-Type": "text/event-stream"}
+    url = "http://127.0.0.1/v1/completions"
 
     def __init__(self, pieces: list[bytes]) -> None:
         self._pieces = deque(pieces)
@@ -138,19 +117,50 @@ class _PiecesResponse:
 
 
 def _real_stream_runner(
-    accumulate: bool = True, stream_type: type[CompletionStream] = CompletionStream
+    accumulate: bool = True,
+    timeout: Timeout | None = None,
+    stream_type: type[CompletionStream] = CompletionStream,
 ) -> StreamRun:
+    """A real :class:`CompletionStream` over the pieces; by default without timeouts (the
+    client's default ``Timeout`` adds an idle timer around every read)."""
     loop = asyncio.new_event_loop()
 
     async def consume(pieces: list[bytes]) -> int:
-        stream = stream_type(cast(Response, _PiecesResponse(pieces)))
-        if not accumulate:
-            # Design variant: the stream without its always-on accumulator.
-            stream._queue = stream._pending.extend  # type: ignore[method-assign, assignment]
+        stream = stream_type(
+            cast(Response, _PiecesResponse(pieces)), accumulate=accumulate, timeout=timeout
+        )
         count = 0
         async with stream:
             async for _ in stream:
                 count += 1
+        return count
+
+    def run(pieces: list[bytes]) -> int:
+        return loop.run_until_complete(consume(pieces))
+
+    return run
+
+
+def _plain_path_runner() -> StreamRun:
+    """The library's own decode path (``_consume`` and ``_decode_backlog_slice``), driven
+    without ``async for`` and without the accumulator: what decoding costs inside the stream."""
+    loop = asyncio.new_event_loop()
+
+    async def consume(pieces: list[bytes]) -> int:
+        stream = CompletionStream(cast(Response, _PiecesResponse([])), accumulate=False)
+        pending = stream._pending
+        count = 0
+        for piece in pieces:
+            stream._consume(piece)
+            count += len(pending)
+            pending.clear()
+            while stream._backlog:
+                stream._decode_backlog_slice()
+                count += len(pending)
+                pending.clear()
+            if stream._done:
+                break
+        await stream.aclose()
         return count
 
     def run(pieces: list[bytes]) -> int:
@@ -250,10 +260,7 @@ class StreamCompetitor:
 def stream_competitors() -> list[StreamCompetitor]:
     return [
         StreamCompetitor(OURS, _real_stream_runner),
-        StreamCompetitor(OURS_SANS_IO, lambda: ours_sans_io),
-        StreamCompetitor(
-            PROPOSED, lambda: _real_stream_runner(stream_type=variants.FusedCompletionStream)
-        ),
+        StreamCompetitor(OURS_FLAT, lambda: _real_stream_runner(accumulate=False)),
         StreamCompetitor(FLOOR, lambda: floor_stream_run),
         StreamCompetitor("httpx-sse + msgspec", _httpx_sse),
         StreamCompetitor("openai-python (SSEDecoder + models)", _openai),
@@ -262,17 +269,18 @@ def stream_competitors() -> list[StreamCompetitor]:
 
 
 def design_variants() -> list[StreamCompetitor]:
+    """Where a stream's time goes: the iterator, the accumulator, the decode paths."""
     return [
+        StreamCompetitor(OURS_TIMED, lambda: _real_stream_runner(timeout=Timeout())),
+        StreamCompetitor(
+            LAZY_TIMER,
+            lambda: _real_stream_runner(timeout=Timeout(), stream_type=variants.LazyTimerStream),
+        ),
         StreamCompetitor(OURS, _real_stream_runner),
-        StreamCompetitor(
-            "CompletionStream without accumulator", lambda: _real_stream_runner(False)
-        ),
-        StreamCompetitor(OURS_SANS_IO, lambda: ours_sans_io),
+        StreamCompetitor(OURS_FLAT, lambda: _real_stream_runner(accumulate=False)),
+        StreamCompetitor(OURS_SANS_IO, _plain_path_runner),
+        StreamCompetitor(FRAMER_PATH, lambda: framer_path),
         StreamCompetitor("SSEDecoder + one decode per event", lambda: ours_per_event),
-        StreamCompetitor("fused: one replace + one decode per read", lambda: ours_fused),
-        StreamCompetitor(
-            PROPOSED, lambda: _real_stream_runner(stream_type=variants.FusedCompletionStream)
-        ),
         StreamCompetitor(FLOOR, lambda: floor_stream_run),
         StreamCompetitor("SSEDecoder alone, no decode", lambda: framer_only),
     ]
