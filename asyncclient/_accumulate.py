@@ -70,7 +70,25 @@ class CompletionAccumulator:
         self.chunk_count = 0
 
     def add(self, chunk: CompletionChunk) -> None:
-        self.add_many((chunk,))
+        if self._first is None:
+            self._first = chunk
+        self.chunk_count += 1
+        states = self._choices
+        for choice in chunk.choices:
+            state = states.get(choice.index)
+            if state is None:
+                state = states[choice.index] = _ChoiceState()
+            fragments = state.fragments
+            fragments.append(choice.text)
+            if len(fragments) >= _BLOCK:
+                state.blocks.append("".join(fragments))
+                fragments.clear()
+            if choice.finish_reason is not None:
+                state.finish_reason = choice.finish_reason
+            if choice.logprobs is not None:
+                state._add_logprobs(choice.logprobs)
+        if chunk.usage is not None:
+            self.usage = chunk.usage
 
     def add_many(self, chunks: Sequence[CompletionChunk]) -> None:
         """Add the chunks of one network read at once (the stream's hot path)."""

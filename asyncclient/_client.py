@@ -292,7 +292,8 @@ class AsyncClient:
         max_restarts: int = 0,
         accumulate: bool = True,
         lazy_logprobs: bool = False,
-    ) -> tuple[Completion | LazyCompletion | CompletionStream, ResponseInfo]:
+        with_info: bool = True,
+    ) -> tuple[Completion | LazyCompletion | CompletionStream, ResponseInfo | None]:
         """One logical request: attempts with retries, then a completion or a stream.
 
         A plain response is read and decoded inside the attempt, so a body that breaks off
@@ -346,6 +347,8 @@ class AsyncClient:
         else:
             async with deadline(timeout.total, url):
                 outcome = await run_with_retries(options.retry, attempt, _classify, log=log)
+        if not with_info and not isinstance(outcome, Response) and not stream:
+            return outcome, None  # a plain create(): nobody will read the info
         last = responses[-1]
         info = ResponseInfo(
             status_code=last.status,
@@ -546,7 +549,7 @@ class Completions:
         """
         client = self._client
         body, options = client._prepare(arguments, stream)
-        result, _ = await client._request(body, stream=stream, options=options)
+        result, _ = await client._request(body, stream=stream, options=options, with_info=False)
         assert not isinstance(result, LazyCompletion)
         return result
 
@@ -557,6 +560,7 @@ class Completions:
         body, options = client._prepare(arguments, False)
         result, info = await client._request(body, stream=False, options=options)
         assert isinstance(result, Completion)
+        assert info is not None
         return CompletionWithInfo(result, info)
 
     async def create_lazy(self, **arguments: Unpack[CreateArgs]) -> LazyCompletion:
@@ -565,7 +569,9 @@ class Completions:
         probabilities are often not read."""
         client = self._client
         body, options = client._prepare(arguments, False)
-        result, _ = await client._request(body, stream=False, options=options, lazy_logprobs=True)
+        result, _ = await client._request(
+            body, stream=False, options=options, lazy_logprobs=True, with_info=False
+        )
         assert isinstance(result, LazyCompletion)
         return result
 
@@ -616,6 +622,7 @@ class Completions:
         stream = request.stream is True
         body = encode_request(to_builtins(request), options.get("extra_body"))
         result, info = await client._request(body, stream=stream, options=client._options(options))
+        assert info is not None
         if isinstance(result, CompletionStream):
             async with result:
                 return CompletionWithInfo(await result.final_completion(), info)

@@ -291,6 +291,16 @@ class CompletionStream:
         framer = self._framer
         carry = self._carry
         at_end = not data
+        if (
+            carry
+            and data
+            and _LF not in data
+            and _CR not in data
+            and len(carry) + len(data) <= min(_MAX_CARRY, self._plain_limit)
+        ):
+            # Still inside one event (small reads): nothing can complete without a new LF.
+            self._carry = carry + data
+            return
         if data and _CR not in data and framer.at_boundary:
             buffer = carry + data if carry else data
             # A read larger than max_event_size goes to the framer, which checks each event.
@@ -418,8 +428,12 @@ class CompletionStream:
         self._queue(chunks)
 
     def _queue(self, chunks: list[CompletionChunk]) -> None:
-        if self._accumulator is not None:
-            self._accumulator.add_many(chunks)
+        accumulator = self._accumulator
+        if accumulator is not None:
+            if len(chunks) == 1:
+                accumulator.add(chunks[0])  # a live token stream: one event per read
+            else:
+                accumulator.add_many(chunks)
         self._pending.extend(chunks)
 
     def _fail(self, error: AsyncClientError) -> None:

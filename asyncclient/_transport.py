@@ -250,7 +250,6 @@ class Transport:
                 connector=connector,
                 timeout=aiohttp.ClientTimeout(total=None),
                 auto_decompress=True,
-                skip_auto_headers=("User-Agent",),
             )
         return self._session
 
