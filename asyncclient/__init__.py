@@ -86,7 +86,7 @@ from ._models import (
 from ._retry import NO_RETRIES, AttemptLog, RetryPolicy
 from ._sse import ServerSentEvent, SSEDecoder
 from ._streaming import CompletionStream, StreamRestart
-from ._transport import ClientClosedError, Timeout
+from ._transport import ClientClosedError, Timeout, WrongEventLoopError
 from ._version import __version__
 
 # The names the Orq SDK (orq-ai-sdk 3.12.0-rc) gives the same shapes, so its users find them.
@@ -225,5 +225,6 @@ __all__ = [
     "TotalTimeoutError",
     "UnprocessableEntityError",
     "UnsetType",
+    "WrongEventLoopError",
     "__version__",
 ]

@@ -29,12 +29,7 @@ class _ChoiceState:
 
     def _add_logprobs(self, part: Logprobs) -> None:
         if self.logprobs is None:
-            self.logprobs = Logprobs(
-                tokens=list(part.tokens),
-                token_logprobs=list(part.token_logprobs),
-                top_logprobs=list(part.top_logprobs) if part.top_logprobs is not None else None,
-                text_offset=list(part.text_offset),
-            )
+            self.logprobs = _copy_logprobs(part)
             return
         merged = self.logprobs
         merged.tokens.extend(part.tokens)
@@ -142,7 +137,9 @@ class CompletionAccumulator:
                 index=index,
                 text=state.text(),
                 finish_reason=state.finish_reason,
-                logprobs=state.logprobs,
+                # A copy: later chunks extend the accumulator's lists in place, and a
+                # snapshot handed out earlier must not change under its holder.
+                logprobs=_copy_logprobs(state.logprobs) if state.logprobs is not None else None,
             )
             for index, state in sorted(self._choices.items())
         ]
@@ -155,6 +152,16 @@ class CompletionAccumulator:
             system_fingerprint=first.system_fingerprint,
             usage=self.usage,
         )
+
+
+def _copy_logprobs(logprobs: Logprobs) -> Logprobs:
+    top = logprobs.top_logprobs
+    return Logprobs(
+        tokens=list(logprobs.tokens),
+        token_logprobs=list(logprobs.token_logprobs),
+        top_logprobs=list(top) if top is not None else None,
+        text_offset=list(logprobs.text_offset),
+    )
 
 
 def chunk_from_completion(completion: Completion) -> CompletionChunk:

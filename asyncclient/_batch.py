@@ -46,7 +46,7 @@ from collections.abc import (
 )
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Final, Self, TypeAlias
+from typing import Any, Final, Protocol, Self, TypeAlias, cast
 
 import anyio
 import anyio.abc
@@ -59,6 +59,7 @@ from ._exceptions import (
     APIStatusError,
     APITimeoutError,
     AsyncClientError,
+    ConnectTimeoutError,
     IncompleteStreamError,
     RateLimitError,
     RequestValidationError,
@@ -100,6 +101,14 @@ CompletionCall: TypeAlias = Callable[
 ]
 """Sends one request, without retrying it, and returns its completion (a streamed request
 accumulated), optionally with its :class:`ResponseInfo` (``create_from_request_with_info``)."""
+
+
+class _KeyedCompletionCall(Protocol):
+    """A :data:`CompletionCall` that also sends an ``Idempotency-Key`` (``idempotency_keys``)."""
+
+    def __call__(
+        self, request: CompletionRequest, /, *, idempotency_key: str
+    ) -> Awaitable[Completion | tuple[Completion, ResponseInfo]]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -307,7 +316,8 @@ class BatchLimiter:
         self._notify()
 
     def settle_tokens(self, estimated: float, actual: float | None) -> None:
-        """Correct the token budget once the real usage is known (``None``: nothing used)."""
+        """Correct the token budget once the real usage is known (``None``: nothing used,
+        which refunds the whole estimate: only for a request that was never sent)."""
         if self._tokens is not None:
             self._tokens.give_back(estimated - (actual or 0.0))
 
@@ -395,6 +405,11 @@ def _is_rate_limit_signal(error: AsyncClientError) -> bool:
     return isinstance(error, RateLimitError) or _retry_after(error) is not None
 
 
+def _never_sent(error: AsyncClientError) -> bool:
+    """True when the request provably never reached the server (no tokens were spent)."""
+    return isinstance(error, RequestValidationError | ConnectTimeoutError)
+
+
 # --------------------------------------------------------------------------------------------
 # Inputs
 # --------------------------------------------------------------------------------------------
@@ -472,6 +487,12 @@ class BatchJob:
     - ``max_retries`` / ``retry_policy``: retries per item (``retry_policy`` wins).
     - ``limiter``: a :class:`BatchLimiter` to share with other jobs; otherwise one is built from
       ``concurrency``, ``requests_per_minute``, ``tokens_per_minute`` and ``adaptive``.
+    - ``idempotency_keys``: give each item one ``Idempotency-Key``, the same on every attempt
+      of that item; ``call`` is then called as ``call(request, idempotency_key=key)``.
+
+    A job stopped before the end of its input (``fail_fast``, :meth:`cancel`, leaving the block,
+    an error) closes the input iterator when it can (``aclose()`` or ``close()``, as generators
+    have), so that the input's own cleanup runs at once.
 
     An exception raised by the input iterable stops the job once the items in flight have
     finished; a non-:class:`AsyncClientError` raised by ``call`` (a bug, not a failed request)
@@ -493,6 +514,7 @@ class BatchJob:
         tokens_per_minute: float | None = None,
         adaptive: bool = True,
         limiter: BatchLimiter | None = None,
+        idempotency_keys: bool = False,
         clock: Clock = time.monotonic,
         sleep: Sleep = anyio.sleep,
     ) -> None:
@@ -509,6 +531,7 @@ class BatchJob:
         else:
             self._sync_source = iter(requests)
         self._call = call
+        self._idempotency_keys = idempotency_keys
         self.concurrency = concurrency
         self.ordered = ordered
         self.fail_fast = fail_fast
@@ -608,6 +631,19 @@ class BatchJob:
         finally:
             if self._receive is not None:
                 self._receive.close()
+            await self._close_source()
+
+    async def _close_source(self) -> None:
+        """Close an input that was not read to its end (the workers have all stopped)."""
+        if self._exhausted:
+            return
+        source: Any = self._sync_source if self._sync_source is not None else self._async_source
+        if hasattr(source, "aclose"):
+            # Shielded: leaving on cancellation must still let the generator's cleanup run.
+            with anyio.CancelScope(shield=True):
+                await source.aclose()
+        elif hasattr(source, "close"):
+            source.close()
 
     # -- workers -----------------------------------------------------------------------------
 
@@ -687,6 +723,8 @@ class BatchJob:
         clock = self._clock
         started: float | None = None
         log = AttemptLog()
+        # One key for every attempt of this item, so that the server can drop a duplicate.
+        idempotency_key = f"asyncclient-{uuid.uuid4().hex}" if self._idempotency_keys else None
 
         async def attempt(number: int) -> tuple[Completion, str | None]:
             nonlocal started
@@ -694,9 +732,15 @@ class BatchJob:
             try:
                 if started is None:
                     started = clock()
-                outcome = await self._call(request)
+                if idempotency_key is None:
+                    outcome = await self._call(request)
+                else:
+                    keyed_call = cast(_KeyedCompletionCall, self._call)
+                    outcome = await keyed_call(request, idempotency_key=idempotency_key)
             except AsyncClientError as exc:
-                limiter.settle_tokens(estimate, None)
+                # A request that may have run keeps its whole estimate: its usage is unknown.
+                if _never_sent(exc):
+                    limiter.settle_tokens(estimate, None)
                 if _is_rate_limit_signal(exc):
                     limiter.on_rate_limited(_retry_after(exc), generation)
                 raise
@@ -707,7 +751,8 @@ class BatchJob:
             else:
                 completion, request_id = outcome[0], outcome[1].request_id
             usage = completion.usage
-            limiter.settle_tokens(estimate, usage.total_tokens if usage is not None else None)
+            if usage is not None and usage.total_tokens is not None:
+                limiter.settle_tokens(estimate, usage.total_tokens)
             limiter.on_success()
             return completion, request_id
 
@@ -838,7 +883,8 @@ def parse_batch_line(line: bytes | str, line_number: int) -> BatchItem:
     fallback_id = f"line-{line_number}"
     try:
         record = msgspec.json.decode(line)
-    except msgspec.DecodeError as exc:
+    # msgspec reports invalid UTF-8 inside a JSON string as a bare UnicodeDecodeError.
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         return BatchItem(id=fallback_id, error=RequestValidationError(f"not JSON: {exc}"))
     if not isinstance(record, dict):
         return BatchItem(
@@ -870,7 +916,7 @@ def error_code(error: AsyncClientError) -> str:
 def _error_body(error: APIStatusError) -> Any:
     try:
         return msgspec.json.decode(error.body)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, UnicodeDecodeError):
         return {"error": {"message": error.body_text or error.message}}
 
 

@@ -972,6 +972,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except AsyncClientError as exc:
         errors.write(f"error: {exc.message}\n")
         return EXIT_FAILED
+    except BrokenPipeError:
+        # `asyncclient complete ... | head`: the reader left; nothing more to say. (Before
+        # OSError, its base class.)
+        _silence_broken_stdout(out)
+        return EXIT_OK
     except OSError as exc:
         errors.write(f"error: {exc}\n")
         return EXIT_FAILED
@@ -981,6 +986,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_OK
         errors.write("\ninterrupted\n")
         return EXIT_INTERRUPTED
-    except BrokenPipeError:
-        # `asyncclient complete ... | head`: the reader left; nothing more to say.
-        return EXIT_OK
+
+
+def _silence_broken_stdout(out: TextIO) -> None:
+    """Point ``out``'s descriptor at /dev/null, so that the flush at interpreter exit does not
+    fail again on the closed pipe and print a traceback (the recipe of Python's signal docs)."""
+    try:
+        descriptor = out.fileno()
+    except (AttributeError, OSError, ValueError):
+        return  # not backed by a descriptor (a test's StringIO): nothing will flush it
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, descriptor)
+    finally:
+        os.close(devnull)

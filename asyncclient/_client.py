@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import platform
 import uuid
@@ -21,6 +22,8 @@ from typing import (
     overload,
 )
 
+import msgspec
+
 from ._accumulate import chunk_from_completion
 from ._batch import DEFAULT_CONCURRENCY, DEFAULT_MAX_RETRIES, BatchJob, BatchSource
 from ._decode import decode_completion, decode_completion_lazy, decode_error, encode_request
@@ -31,6 +34,7 @@ from ._exceptions import (
     HeadersTimeoutError,
     IncompleteStreamError,
     ReadTimeoutError,
+    RequestValidationError,
     ResponseDecodeError,
     excerpt,
     status_error_class,
@@ -55,6 +59,7 @@ from ._transport import (
     Timeout,
     Transport,
     deadline,
+    logger,
 )
 from ._version import __version__
 
@@ -252,7 +257,7 @@ class AsyncClient:
         return _CallOptions(
             timeout=self.timeout if isinstance(timeout, NotGiven) else Timeout.coerce(timeout),
             retry=policy,
-            url=self.base_url + (path if path is not None else self.path),
+            url=self.base_url + ("/" + path.lstrip("/") if path is not None else self.path),
             extra_headers=options.get("extra_headers"),
             idempotency_key=options.get("idempotency_key"),
         )
@@ -266,6 +271,13 @@ class AsyncClient:
                 options[name] = params.pop(name)
         if stream:
             params["stream"] = True
+        for name, value in params.items():
+            # JSON has no NaN or infinity: msgspec would send null, silently meaning "default".
+            if type(value) is float and not math.isfinite(value):
+                raise RequestValidationError(
+                    f"Invalid request: `{name}` must be a finite number, got {value}",
+                    field=f"$.{name}",
+                )
         body = encode_request(params, options.get("extra_body"))
         return body, self._options(cast(RequestOptions, options))
 
@@ -340,7 +352,10 @@ class AsyncClient:
             # failure mid-way is retried like any other broken body.
             events = CompletionStream(response, max_event_size=self.max_event_size, timeout=timeout)
             async with events:
-                return await events.final_completion()
+                completion = await events.final_completion()
+            if lazy_logprobs:
+                return decode_completion_lazy(_encoder.encode(completion))
+            return completion
 
         if timeout.total is None:
             outcome = await run_with_retries(options.retry, attempt, _classify, log=log)
@@ -412,13 +427,42 @@ class AsyncClient:
         and the input's id. A streamed request (``stream: True``) is accumulated into its
         final response. Retries follow ``max_retries`` (the client's own ``retry`` policy is
         not applied on top). See :class:`BatchJob` for ordering, limits and cancellation.
+
+        With ``idempotency_keys=True`` on the client, each item gets its own
+        ``Idempotency-Key``, the same on each of its retries; a single ``idempotency_key`` for
+        the whole batch is refused, as every item would share it.
+
+        Each worker holds one pooled connection while its request runs. With ``concurrency``
+        above the client's ``max_connections``, the extra workers wait for a free connection,
+        and that wait counts against ``Timeout.connect``: long generations then end in
+        spurious ``ConnectTimeoutError`` failures. Size the pool for the batch
+        (``AsyncClient(max_connections=concurrency)``); a warning is logged otherwise.
         """
+        if options.get("idempotency_key") is not None:
+            raise TypeError(
+                "client.batch() does not take an idempotency_key: every item would send the "
+                "same one. Use AsyncClient(idempotency_keys=True) for one key per item, "
+                "reused on each of its retries."
+            )
+        transport = self._transport
+        if transport._owns_session and concurrency > transport._max_connections:
+            logger.warning(
+                "client.batch(concurrency=%d) exceeds the client's pool of %d connections: "
+                "the extra workers wait for a connection, and the wait counts against the "
+                "connect timeout. Use AsyncClient(max_connections=%d).",
+                concurrency,
+                transport._max_connections,
+                concurrency,
+            )
         completions = self.completions
         # The runner retries (and paces every worker on a 429) itself: one attempt per call.
         call_options: RequestOptions = {**options, "retry": None}
 
-        async def call(request: CompletionRequest) -> CompletionWithInfo:
-            return await completions.create_from_request_with_info(request, **call_options)
+        async def call(
+            request: CompletionRequest, *, idempotency_key: str | None = None
+        ) -> CompletionWithInfo:
+            attempt_options: RequestOptions = {**call_options, "idempotency_key": idempotency_key}
+            return await completions.create_from_request_with_info(request, **attempt_options)
 
         return BatchJob(
             requests,
@@ -431,6 +475,7 @@ class AsyncClient:
             requests_per_minute=requests_per_minute,
             tokens_per_minute=tokens_per_minute,
             adaptive=adaptive,
+            idempotency_keys=self.idempotency_keys,
         )
 
 
@@ -447,7 +492,8 @@ def _timeout_error(waiting_for: str, url: str, timeout: Timeout) -> APITimeoutEr
 
 
 async def _status_error(response: Response) -> APIStatusError:
-    body = await response.read()
+    # An error page can be anything (a proxy's HTML, a huge dump): keep the first MiB.
+    body = await response.read(limit=_ERROR_BODY_LIMIT, truncate=True)
     detail = decode_error(body)
     summary = detail.message if detail is not None and detail.message else excerpt(body)
     request_id = request_id_from(response.headers)
@@ -465,6 +511,8 @@ async def _status_error(response: Response) -> APIStatusError:
 
 
 _JSON_TYPES: Final = frozenset({"application/json", "text/json"})
+_ERROR_BODY_LIMIT: Final = 1024 * 1024
+_encoder: Final = msgspec.json.Encoder()
 
 
 def _decode_body(

@@ -4,6 +4,8 @@
 
     AsyncClientError
     ├── RequestValidationError      the request was refused before sending (also a ValueError)
+    ├── ClientClosedError           the client was used after aclose() (also a RuntimeError)
+    ├── WrongEventLoopError         ... or from another event loop (both in _transport)
     ├── APIConnectionError          no usable response: DNS, refused, reset, TLS (wraps aiohttp)
     │   └── APITimeoutError         a timeout elapsed; ``phase`` names it
     │       ├── ConnectTimeoutError     getting a connection (pool wait, DNS, TCP, TLS)
@@ -12,7 +14,8 @@
     │       ├── TotalTimeoutError       the whole call's deadline
     │       └── StreamTimeoutError      mid-stream (also an IncompleteStreamError):
     │                                   phase "first_event", "idle" or "total"
-    ├── APIStatusError              the server answered 4xx/5xx (status_code, headers, body ...)
+    ├── APIStatusError              the server answered 3xx/4xx/5xx (redirects are not
+    │                               followed): status_code, headers, body ...
     │   ├── BadRequestError             400
     │   ├── AuthenticationError         401
     │   ├── PermissionDeniedError       403
@@ -134,7 +137,7 @@ class HeadersTimeoutError(APITimeoutError):
 
 
 class ReadTimeoutError(APITimeoutError):
-    """A plain body went silent for longer than ``Timeout.idle``."""
+    """A plain body was not read within ``Timeout.idle`` after its headers."""
 
 
 class TotalTimeoutError(APITimeoutError):
@@ -142,7 +145,7 @@ class TotalTimeoutError(APITimeoutError):
 
 
 class APIStatusError(AsyncClientError):
-    """The server answered with a 4xx or 5xx status.
+    """The server answered with a status of 300 or more (redirects are not followed).
 
     Attributes: ``status_code``, ``headers`` (case-insensitive mapping), ``request_id``
     (from ``x-request-id`` and kin), ``error`` (the decoded error body, or ``None`` when the

@@ -155,7 +155,7 @@ class LazyCompletionChoice(Struct, kw_only=True, gc=False):
             return None
         try:
             return _logprobs_decoder.decode(raw)
-        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError) as exc:
             from ._exceptions import ResponseDecodeError
 
             raise ResponseDecodeError(f"Invalid logprobs: {exc}", body=bytes(raw)) from exc
@@ -237,7 +237,8 @@ class ResponseInfo(Struct, kw_only=True, frozen=True):
 
     ``attempts`` counts every attempt including the successful one; ``retry_waits`` are the
     pauses before each retry; ``elapsed`` is the time in seconds from the first attempt to
-    the response headers. Only response headers are kept: never the request's credentials.
+    the response (its headers for a stream; the read and decoded body for a plain call).
+    Only response headers are kept: never the request's credentials.
     """
 
     status_code: int

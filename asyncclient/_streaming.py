@@ -136,6 +136,7 @@ class CompletionStream:
         self._backlog_end = 0
         self._started = False
         self._done = response is None
+        self._complete = response is None  # [DONE] seen (or a whole JSON answer)
         self._closed = response is None
         if info is None:
             info = ResponseInfo(
@@ -188,6 +189,9 @@ class CompletionStream:
             try:
                 await self._fill()
             except IncompleteStreamError as error:
+                if self._closed:
+                    # aclose() from another task broke the read: a deliberate end.
+                    raise StopAsyncIteration from None
                 if await self._restart(error):
                     continue
                 await self.aclose()
@@ -205,7 +209,8 @@ class CompletionStream:
         displayed text can take it back: text is never silently duplicated.
         """
         if (
-            self._on_restart is None
+            self._closed
+            or self._on_restart is None
             or self._reconnect is None
             or not isinstance(error, IncompleteStreamError)
             or self.restarts >= self._max_restarts
@@ -224,12 +229,17 @@ class CompletionStream:
         )
         try:
             self._response = await self._reconnect()
+        except AsyncClientError as exc:
+            # The restart failed: report the break itself, which carries the partial output.
+            self._closed = True
+            raise error from exc
         except BaseException:
             self._closed = True
             raise
         self._framer = SSEDecoder(max_event_size=self._max_event_size)
         self._carry = self._backlog = b""
         self._started = False
+        self._complete = False
         if accumulator is not None:
             self._accumulator = CompletionAccumulator()
         self._done = False
@@ -246,9 +256,13 @@ class CompletionStream:
             self._decode_backlog_slice()
         else:
             self._consume(await self._read())
-        if self._pending and self._idle is not None:
+        if self._pending:
+            idle = self._idle
+            if idle is not None:
+                self._content_deadline = self._loop_time() + idle
+            elif not self._seen_content:
+                self._content_deadline = None  # first_event met; no idle limit after it
             self._seen_content = True
-            self._content_deadline = self._loop_time() + self._idle
 
     async def _read(self) -> bytes:
         """The next network read (``b""`` at the end), under the stream's deadlines."""
@@ -362,15 +376,15 @@ class CompletionStream:
     def _decode_plain(self, body: bytes, several: bool) -> list[CompletionChunk] | None:
         if body.endswith(DONE):
             if body == DONE:
-                self._done = True
+                self._done = self._complete = True
                 return []
             if body.endswith(_LAST_DONE):
-                self._done = True
+                self._done = self._complete = True
                 body = body[: -len(_LAST_DONE)]
         try:
             return decode_chunks_joined(body) if several else [decode_chunk(body)]
         except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError):
-            self._done = False
+            self._done = self._complete = False
             return None
 
     def _feed_framer(self, data: bytes, *, at_end: bool) -> None:
@@ -405,7 +419,7 @@ class CompletionStream:
                 continue  # unknown event types (ping, ...) are not part of the completion
             data = event.data
             if data == DONE:
-                self._done = True
+                self._done = self._complete = True
                 break
             if data:
                 payloads.append(data)
@@ -468,6 +482,12 @@ class CompletionStream:
             raise RuntimeError("final_completion() needs a stream made with accumulate=True.")
         async for _ in self:
             pass
+        if not self._complete:
+            raise self._with_partial(
+                IncompleteStreamError(
+                    "The stream was closed before `data: [DONE]`: the completion is partial."
+                )
+            )
         completion = self._accumulator.snapshot()
         if completion is None:
             raise IncompleteStreamError("The stream ended without any completion chunk.")
@@ -490,18 +510,20 @@ class CompletionStream:
         response = self._response
         if self._closed or response is None:
             return
-        if not response.at_eof:
-            received = 0
-            try:
+        try:
+            if not response.at_eof:
+                received = 0
                 async with asyncio.timeout(_DRAIN_SECONDS):
                     while received <= _DRAIN_BYTES:
                         piece = await response.read_chunk()
                         if not piece:
                             break
                         received += len(piece)
-            except (TimeoutError, APIConnectionError):
-                pass
-        await self.aclose()
+        except (TimeoutError, APIConnectionError):
+            pass
+        finally:
+            # Also on cancellation mid-drain: the connection is released either way.
+            await self.aclose()
 
     async def aclose(self) -> None:
         """Release the connection. Safe to call any number of times."""

@@ -22,6 +22,7 @@ from ._exceptions import (
     APITimeoutError,
     AsyncClientError,
     ConnectTimeoutError,
+    RequestValidationError,
     ResponseTooLargeError,
     TotalTimeoutError,
 )
@@ -34,6 +35,7 @@ __all__ = [
     "Response",
     "Timeout",
     "Transport",
+    "WrongEventLoopError",
 ]
 
 logger = logging.getLogger("asyncclient")
@@ -55,12 +57,13 @@ class Timeout:
       means the same as ``idle``.
     - ``idle``: streams: the longest gap between two content events. SSE comments and
       keep-alives do not reset it, so a server that only sends keep-alives still times out.
-      Plain bodies: the time allowed to read the body once the headers are in.
+      Plain bodies: the time allowed to read the whole body once the headers are in.
     - ``total``: a deadline for the whole call, stream included. ``None`` by default: a total
       deadline kills long streams (which is why aiohttp's own 300 s default is not used).
 
-    Each phase raises its own :class:`APITimeoutError` subclass; all are retried by the
-    client's retry policy as long as no output has reached the caller.
+    Each phase raises its own :class:`APITimeoutError` subclass. ``connect`` and ``headers``
+    timeouts are retried by the client's retry policy; a stream's timeouts are raised to the
+    caller, who holds the stream by then (see ``on_restart`` for re-sending it).
     """
 
     connect: float | None = 10.0
@@ -85,7 +88,11 @@ DEFAULT_TIMEOUT: Final = Timeout()
 
 
 class ClientClosedError(AsyncClientError, RuntimeError):
-    """The client was used after ``aclose()``."""
+    """The client was used after ``aclose()`` (or its borrowed session was closed)."""
+
+
+class WrongEventLoopError(AsyncClientError, RuntimeError):
+    """The client was used from an event loop other than the one its session lives in."""
 
 
 def _map_error(exc: BaseException, url: str, phase: str) -> AsyncClientError:
@@ -94,7 +101,8 @@ def _map_error(exc: BaseException, url: str, phase: str) -> AsyncClientError:
     if isinstance(exc, TimeoutError):
         return APITimeoutError(f"Timed out during {phase} of {url}.", url=url, phase=phase)
     if isinstance(exc, aiohttp.InvalidURL):
-        return APIConnectionError(f"Invalid URL {url!r}.", url=url)
+        # Not a connection problem, and never worth a retry.
+        return RequestValidationError(f"Invalid URL {url!r}: check base_url and path.")
     if isinstance(exc, aiohttp.ClientPayloadError):
         return APIConnectionError(
             f"Connection to {url} broke while reading the body: {exc}", url=url
@@ -147,29 +155,36 @@ class Response:
     def at_eof(self) -> bool:
         return self._response.content.at_eof()
 
-    async def read(self, *, limit: int | None = None) -> bytes:
-        """The whole body (at most ``limit`` bytes), released afterwards."""
+    async def read(self, *, limit: int | None = None, truncate: bool = False) -> bytes:
+        """The whole body, released afterwards.
+
+        Past ``limit`` bytes (counted after decompression) it raises
+        :class:`ResponseTooLargeError`, or with ``truncate`` returns the first ``limit`` bytes.
+        """
         try:
-            return await self._read(limit)
+            return await self._read(limit, truncate)
         except _TRANSLATED as exc:
             raise _map_error(exc, self.url, "body read") from exc
         finally:
             self.release()
 
-    async def _read(self, limit: int | None) -> bytes:
+    async def _read(self, limit: int | None, truncate: bool) -> bytes:
         response = self._response
         if limit is None:
             return await response.read()
         declared = response.content_length
-        if declared is not None and declared > limit:
-            raise self._too_large(limit)
-        if declared is not None:
-            return await response.read()
+        encoded = "Content-Encoding" in response.headers
+        if declared is not None and not encoded and declared <= limit:
+            return await response.read()  # the common case: one read, size known
+        # Chunked or compressed (Content-Length is then the compressed size): count the
+        # decompressed bytes as they come.
         body = bytearray()
         content = response.content
         while piece := await content.readany():
             body += piece
             if len(body) > limit:
+                if truncate:
+                    return bytes(body[:limit])
                 raise self._too_large(limit)
         return bytes(body)
 
@@ -224,6 +239,7 @@ class Transport:
                 "TLS certificate verification is disabled for this client (verify_tls=False)."
             )
         self._session = session
+        self._session_loop: asyncio.AbstractEventLoop | None = None
         self._client_timeouts: dict[float | None, aiohttp.ClientTimeout] = {}
         self._owns_session = session is None
         self._max_connections = max_connections
@@ -237,6 +253,14 @@ class Transport:
     def _get_session(self) -> aiohttp.ClientSession:
         if self._closed:
             raise ClientClosedError("Cannot send a request: the client has been closed.")
+        session = self._session
+        if session is not None and session.closed:
+            raise ClientClosedError("Cannot send a request: the aiohttp session is closed.")
+        if self._session_loop is not None and self._session_loop is not asyncio.get_running_loop():
+            raise WrongEventLoopError(
+                "This client's connections belong to another event loop (was asyncio.run() "
+                "called again?). Use one client per event loop, and close it in that loop."
+            )
         if self._session is None:
             # Created here, inside the running loop, never at construction time: a session
             # made outside a loop binds to the wrong one.
@@ -246,6 +270,7 @@ class Transport:
                 ttl_dns_cache=300,
                 ssl=self._verify_tls,
             )
+            self._session_loop = asyncio.get_running_loop()
             self._session = aiohttp.ClientSession(
                 connector=connector,
                 timeout=aiohttp.ClientTimeout(total=None),

@@ -93,7 +93,8 @@ class CompletionBatchMapper:
     worker*), ``timeout`` (seconds of silence, as for the client), ``concurrency`` (requests in
     flight per worker), ``max_retries``, ``requests_per_minute`` and ``tokens_per_minute`` (per
     worker: divide a global budget by the number of workers), ``adaptive`` (back off together
-    on 429s) and ``client_options`` (more :class:`~asyncclient.AsyncClient` keyword arguments).
+    on 429s) and ``client_options`` (more :class:`~asyncclient.AsyncClient` keyword arguments;
+    they win over the defaults set here, such as ``max_connections`` and ``retry=None``).
     """
 
     def __init__(
@@ -112,15 +113,16 @@ class CompletionBatchMapper:
     ) -> None:
         # Built here, used on the worker's event loop: the client opens its connection pool,
         # and the limiter its primitives, on first use inside that loop.
-        self.client = AsyncClient(
-            base_url=base_url,
-            api_key=api_key,
-            path=path,
-            timeout=Timeout.coerce(timeout),
-            max_connections=max(concurrency, 1),
-            retry=None,
-            **dict(client_options or {}),
-        )
+        options: dict[str, Any] = {
+            "base_url": base_url,
+            "api_key": api_key,
+            "path": path,
+            "timeout": Timeout.coerce(timeout),
+            "max_connections": max(concurrency, 1),
+            "retry": None,
+        }
+        options.update(client_options or {})
+        self.client = AsyncClient(**options)
         self.concurrency = concurrency
         self.max_retries = max_retries
         self.limiter = BatchLimiter(
@@ -162,8 +164,12 @@ class CompletionBatchMapper:
         """The results for ``items``, in their order (usable without Ray)."""
         completions = self.client.completions
 
-        async def call(request: CompletionRequest) -> CompletionWithInfo:
-            return await completions.create_from_request_with_info(request, retry=None)
+        async def call(
+            request: CompletionRequest, *, idempotency_key: str | None = None
+        ) -> CompletionWithInfo:
+            return await completions.create_from_request_with_info(
+                request, retry=None, idempotency_key=idempotency_key
+            )
 
         results: list[BatchResult] = []
         job = BatchJob(
@@ -173,6 +179,7 @@ class CompletionBatchMapper:
             ordered=True,
             max_retries=self.max_retries,
             limiter=self.limiter,
+            idempotency_keys=self.client.idempotency_keys,
         )
         async with job as finished:
             async for result in finished:

@@ -217,3 +217,24 @@ def test_chunk_from_completion_round_trips_through_the_accumulator() -> None:
     accumulator = CompletionAccumulator()
     accumulator.add(as_chunk)
     assert accumulator.snapshot() == completion
+
+
+def test_a_snapshot_does_not_change_when_more_chunks_arrive() -> None:
+    accumulator = CompletionAccumulator()
+    first = Logprobs(tokens=["a"], token_logprobs=[-0.1], top_logprobs=None, text_offset=[0])
+    second = Logprobs(tokens=["b"], token_logprobs=[-0.2], top_logprobs=None, text_offset=[1])
+    accumulator.add(
+        CompletionChunk(
+            id="c", model="m", choices=[CompletionChoice(index=0, text="a", logprobs=first)]
+        )
+    )
+    snapshot = accumulator.snapshot()
+    accumulator.add(
+        CompletionChunk(
+            id="c", model="m", choices=[CompletionChoice(index=0, text="b", logprobs=second)]
+        )
+    )
+    assert snapshot is not None
+    assert snapshot.choices[0].logprobs is not None
+    assert snapshot.choices[0].logprobs.tokens == ["a"]
+    assert first.tokens == ["a"]

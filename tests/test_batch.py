@@ -9,6 +9,7 @@ machine's speed.
 from __future__ import annotations
 
 import itertools
+import logging
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -20,6 +21,7 @@ import pytest
 from asyncclient import (
     AsyncClient,
     BadRequestError,
+    BatchInput,
     BatchItem,
     BatchJob,
     BatchLimiter,
@@ -38,7 +40,7 @@ from asyncclient._batch import (
     item_from_record,
     parse_batch_line,
 )
-from asyncclient._exceptions import APIConnectionError, APITimeoutError
+from asyncclient._exceptions import APIConnectionError, APITimeoutError, ConnectTimeoutError
 from asyncclient.testing import Fault, GatewayEmulator
 
 MODEL = "openai/gpt-3.5-turbo-instruct"
@@ -603,6 +605,7 @@ def test_parse_bare_request_line_with_and_without_id() -> None:
         (b'{"custom_id": "x", "url": "/v1/chat/completions", "body": {}}', "chat completions"),
         (b'{"custom_id": "x", "url": "/v1/embeddings", "body": {}}', "completions endpoint"),
         (b'{"custom_id": "x", "body": "text"}', "body must be a JSON object"),
+        (b'{"model": "m", "prompt": "\xff"}', "not JSON"),
     ],
 )
 def test_malformed_lines_become_failed_items(line: bytes, message: str) -> None:
@@ -655,3 +658,143 @@ def test_output_records_follow_the_openai_batch_format() -> None:
     record = batch_output_record(BatchResult(2, "c", None, connection_error, None, 0.1, 3))
     assert record["response"] is None
     assert record["error"] == {"code": "connection_error", "message": "refused"}
+
+
+def test_an_error_body_with_invalid_utf8_is_written_as_text() -> None:
+    status_error = BadRequestError(
+        "bad",
+        status_code=400,
+        headers={},
+        body=b'{"error": {"message": "bad \xff"}}',
+        error=None,
+        request_id=None,
+    )
+    record = batch_output_record(BatchResult(0, "a", None, status_error, None, 0.1, 1))
+    assert record["response"]["status_code"] == 400
+    assert record["response"]["body"] == {"error": {"message": status_error.body_text}}
+    assert "\ufffd" in status_error.body_text
+
+
+# --------------------------------------------------------------------------------------------
+# Review fixes: idempotency keys, token budget, closing the input, pool size
+# --------------------------------------------------------------------------------------------
+
+
+async def test_each_item_keeps_one_idempotency_key_across_its_retries(
+    emulator: GatewayEmulator,
+) -> None:
+    emulator.inject(Fault(status=500, retry_after="0"))  # the first item's first attempt
+    async with (
+        AsyncClient(base_url=emulator.base_url, retry=None, idempotency_keys=True) as client,
+        client.batch(requests(3), concurrency=1, max_retries=1) as results,
+    ):
+        outcome = [result async for result in results]
+    assert [result.attempts for result in outcome] == [2, 1, 1]
+    keys_by_prompt: dict[str, list[str]] = {}
+    for recorded in emulator.requests:
+        keys_by_prompt.setdefault(recorded.json()["prompt"], []).append(
+            recorded.headers["idempotency-key"]
+        )
+    first, second, third = (keys_by_prompt[f"prompt {number}"] for number in range(3))
+    assert len(first) == 2
+    assert first[0] == first[1]
+    assert len({first[0], second[0], third[0]}) == 3
+
+
+async def test_one_idempotency_key_for_a_whole_batch_is_refused(client: AsyncClient) -> None:
+    with pytest.raises(TypeError, match="idempotency_keys=True"):
+        client.batch(requests(2), idempotency_key="K")
+
+
+def completion_without_usage(request: CompletionRequest) -> Completion:
+    return msgspec.structs.replace(completion_for(request), usage=None)
+
+
+@pytest.mark.parametrize(
+    ("outcome", "paced"),
+    [
+        ("success without usage", True),
+        ("server error", True),
+        ("connect timeout", False),
+    ],
+)
+async def test_the_token_estimate_is_refunded_only_for_requests_never_sent(
+    outcome: str, paced: bool
+) -> None:
+    fake = FakeTime()
+    starts: list[float] = []
+
+    async def call(request: CompletionRequest) -> Completion:
+        starts.append(fake.clock())
+        await anyio.lowlevel.checkpoint()
+        if outcome == "server error":
+            raise InternalServerError(
+                "boom", status_code=500, headers={}, body=b"", error=None, request_id=None
+            )
+        if outcome == "connect timeout":
+            raise ConnectTimeoutError("no connection", phase="connect")
+        return completion_without_usage(request)
+
+    request = CompletionRequest(model=MODEL, prompt="p", max_tokens=49)  # estimated at 50
+    job = BatchJob(
+        [request] * 20,
+        call,
+        concurrency=4,
+        max_retries=0,
+        tokens_per_minute=6_000,  # 100 a second: two requests a second
+        clock=fake.clock,
+        sleep=fake.sleep,
+    )
+    async with job as results:
+        assert len([result async for result in results]) == 20
+    if paced:
+        assert max(starts) >= (20 - 2) / 2 - 1e-9
+    else:
+        assert max(starts) == 0.0
+
+
+async def test_leaving_early_closes_a_generator_input() -> None:
+    closed = False
+
+    def source() -> Iterator[dict[str, Any]]:
+        nonlocal closed
+        try:
+            yield from requests(1_000)
+        finally:
+            closed = True
+
+    async with BatchJob(source(), instant_call, concurrency=2) as results:
+        async for _ in results:
+            break
+    assert closed
+
+
+async def test_fail_fast_closes_an_async_generator_input() -> None:
+    closed = False
+
+    async def source() -> AsyncIterator[BatchInput]:
+        nonlocal closed
+        try:
+            yield BatchItem(id="bad", error=RequestValidationError("broken line"))
+            for item in requests(1_000):
+                yield item
+        finally:
+            closed = True
+
+    job = BatchJob(source(), instant_call, concurrency=2, fail_fast=True)
+    with pytest.raises(RequestValidationError):
+        await collect(job, [])
+    assert closed
+
+
+async def test_a_batch_wider_than_the_pool_logs_a_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with AsyncClient(base_url="http://127.0.0.1:9", max_connections=4) as client:
+        with caplog.at_level(logging.WARNING, logger="asyncclient"):
+            client.batch(requests(1), concurrency=4)
+            assert caplog.records == []
+            client.batch(requests(1), concurrency=5)
+    [record] = caplog.records
+    assert record.levelno == logging.WARNING
+    assert "max_connections=5" in record.getMessage()

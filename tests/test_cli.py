@@ -216,6 +216,24 @@ def test_complete_reports_a_failed_request_with_exit_1(server: str) -> None:
     assert "temperature" in invalid.stderr
 
 
+def test_complete_into_a_closed_pipe_exits_quietly(server: str) -> None:
+    # `asyncclient complete ... | head -c 1`: the reader leaves while text is still coming.
+    process = subprocess.Popen(
+        command("complete", "hi", "--model", MODEL, "--max-tokens", "200", *connection(server)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=environment(),
+    )
+    with process:
+        assert process.stdout is not None
+        assert process.stderr is not None
+        assert process.stdout.read(1) != b""
+        process.stdout.close()
+        errors = process.stderr.read().decode()
+        assert process.wait(timeout=60) == 0, errors
+    assert errors == ""
+
+
 # --------------------------------------------------------------------------------------------
 # batch
 # --------------------------------------------------------------------------------------------

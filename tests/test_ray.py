@@ -22,7 +22,9 @@ ray: Any = pytest.importorskip("ray")
 pytest.importorskip("ray.data")
 pytest.importorskip("pyarrow")
 
+from asyncclient import BatchItem, CompletionRequest, RetryPolicy  # noqa: E402
 from asyncclient.ray import RESULT_COLUMNS, CompletionBatchMapper  # noqa: E402
+from asyncclient.testing import Fault, GatewayEmulator  # noqa: E402
 
 # Ray's own modules warn about their internals (deprecations, resource hints); those are not
 # this package's warnings, and the suite turns warnings into errors.
@@ -181,3 +183,27 @@ def test_ray_data_matches_the_batch_command(server: str, local_ray: Any, tmp_pat
         for line in file.read_text().splitlines()
     ]
     assert sorted(row["custom_id"] for row in written) == sorted(by_id)
+
+
+async def test_client_options_win_over_the_mapper_defaults(emulator: GatewayEmulator) -> None:
+    policy = RetryPolicy(max_attempts=5)
+    mapper = CompletionBatchMapper(
+        base_url=emulator.base_url,
+        max_retries=1,
+        client_options={"retry": policy, "max_connections": 3, "idempotency_keys": True},
+    )
+    try:
+        assert mapper.client.retry is policy
+        assert mapper.client._transport._max_connections == 3
+        # The mapper's batches keep one Idempotency-Key per row across its retries.
+        emulator.inject(Fault(status=500, retry_after="0"))
+        request = CompletionRequest(model=MODEL, prompt="p", max_tokens=2)
+        [result] = await mapper.run([BatchItem(request=request, id="row")])
+    finally:
+        await mapper.client.aclose()
+    assert result.ok
+    assert result.attempts == 2
+    keys = [recorded.headers.get("idempotency-key") for recorded in emulator.requests]
+    assert len(keys) == 2
+    assert keys[0] is not None
+    assert keys[0] == keys[1]

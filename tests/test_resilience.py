@@ -22,11 +22,13 @@ from asyncclient import (
     APIStatusError,
     AsyncClient,
     AsyncClientError,
+    ClientClosedError,
     CompletionStream,
     ConnectTimeoutError,
     IncompleteStreamError,
     InternalServerError,
     RateLimitError,
+    RequestValidationError,
     ResponseTooLargeError,
     RetryPolicy,
     ServerStreamError,
@@ -35,6 +37,7 @@ from asyncclient import (
     StreamRestart,
     StreamTimeoutError,
     Timeout,
+    WrongEventLoopError,
 )
 from asyncclient.testing import Fault, GatewayEmulator
 
@@ -528,3 +531,157 @@ async def test_no_raw_foreign_exception_escapes(client: AsyncClient) -> None:
             await closed.completions.create(model=MODEL, prompt=PROMPT)
     assert isinstance(caught.value, APIConnectionError)
     assert caught.value.__cause__ is not None
+
+
+# -- edge cases found in review --------------------------------------------------------------
+
+
+async def test_first_event_limit_without_idle_limit_does_not_cut_a_live_stream() -> None:
+    async with (
+        GatewayEmulator(chunk_delay=0.03) as emulator,
+        AsyncClient(
+            base_url=emulator.base_url, timeout=Timeout(first_event=0.25, idle=None)
+        ) as client,
+    ):
+        text = await stream_text(client, max_tokens=15)
+    assert len(text.split()) == 15
+
+
+async def test_aclose_from_another_task_ends_iteration_without_a_restart() -> None:
+    async with (
+        GatewayEmulator(chunk_delay=0.02) as emulator,
+        AsyncClient(base_url=emulator.base_url, retry=FAST_RETRY) as client,
+    ):
+        restarts: list[StreamRestart] = []
+        received: list[str] = []
+        context = client.completions.stream(
+            model=MODEL, prompt=PROMPT, max_tokens=200, on_restart=restarts.append
+        )
+        async with context as stream:
+            first_piece = asyncio.Event()
+
+            async def close_soon() -> None:
+                await first_piece.wait()
+                await stream.aclose()
+
+            closer = asyncio.create_task(close_soon())
+            async for piece in stream.text_deltas():
+                received.append(piece)
+                first_piece.set()
+            await closer
+        assert restarts == []
+        assert len(emulator.requests) == 1
+        assert 0 < len(received) < 200
+        assert_pool_idle(client)
+
+
+async def test_final_completion_after_an_early_close_is_not_silently_partial() -> None:
+    async with (
+        GatewayEmulator(chunk_delay=0.02) as emulator,
+        AsyncClient(base_url=emulator.base_url) as client,
+    ):
+        async with client.completions.stream(model=MODEL, prompt=PROMPT, max_tokens=8) as stream:
+            async for _ in stream:
+                break
+        with pytest.raises(IncompleteStreamError) as caught:
+            await stream.final_completion()
+        assert caught.value.partial_text
+
+
+async def test_a_failed_restart_still_reports_the_partial_output(
+    retrying: AsyncClient, emulator: GatewayEmulator
+) -> None:
+    emulator.inject(Fault(cut_after_events=2))
+    emulator.inject(Fault(status=400))
+    context = retrying.completions.stream(model=MODEL, prompt=PROMPT, on_restart=lambda _: None)
+    with pytest.raises(IncompleteStreamError) as caught:
+        await drain(context)
+    assert len(caught.value.partial_text.split()) == 2
+    assert isinstance(caught.value.__cause__, APIStatusError)
+
+
+async def test_create_lazy_accepts_a_streamed_answer(
+    client: AsyncClient, emulator: GatewayEmulator
+) -> None:
+    plain = await client.completions.create(model=MODEL, prompt=PROMPT)
+    stream_body = b"".join(
+        b"data: " + line + b"\n\n"
+        for line in (
+            b'{"id":"c","object":"text_completion","model":"m","choices":'
+            b'[{"index":0,"text":"' + plain.text.encode() + b'","finish_reason":"stop"}]}',
+            b"[DONE]",
+        )
+    )
+    emulator.inject(Fault(body=stream_body, content_type="text/event-stream"))
+    lazy = await client.completions.create_lazy(model=MODEL, prompt=PROMPT)
+    assert lazy.text == plain.text
+
+
+async def test_max_body_size_counts_decompressed_bytes(emulator: GatewayEmulator) -> None:
+    async with AsyncClient(base_url=emulator.base_url, max_body_size=2000, retry=None) as client:
+        emulator.inject(Fault(gzip=True))
+        with pytest.raises(ResponseTooLargeError):
+            await client.completions.create(model=MODEL, prompt=PROMPT, max_tokens=400)
+        assert_pool_idle(client)
+
+
+async def test_error_bodies_are_kept_to_their_first_mebibyte(
+    client: AsyncClient, emulator: GatewayEmulator
+) -> None:
+    emulator.inject(Fault(status=500, body=b"x" * (3 * 1024 * 1024), content_type="text/plain"))
+    with pytest.raises(InternalServerError) as caught:
+        await client.completions.create(model=MODEL, prompt=PROMPT)
+    assert len(caught.value.body) == 1024 * 1024
+
+
+async def test_a_closed_borrowed_session_gives_a_typed_error(emulator: GatewayEmulator) -> None:
+    import aiohttp
+
+    session = aiohttp.ClientSession()
+    await session.close()
+    client = AsyncClient(base_url=emulator.base_url, session=session)
+    with pytest.raises(ClientClosedError):
+        await client.completions.create(model=MODEL, prompt=PROMPT)
+
+
+def test_a_client_used_from_another_event_loop_says_so() -> None:
+    async def start() -> tuple[GatewayEmulator, AsyncClient]:
+        emulator = GatewayEmulator()
+        await emulator.start()
+        client = AsyncClient(base_url=emulator.base_url, retry=None)
+        assert (await client.completions.create(model=MODEL, prompt=PROMPT)).text
+        return emulator, client
+
+    async def use(client: AsyncClient) -> None:
+        await client.completions.create(model=MODEL, prompt=PROMPT)
+
+    async def stop(emulator: GatewayEmulator, client: AsyncClient) -> None:
+        await client.aclose()
+        await emulator.close()
+
+    home = asyncio.new_event_loop()
+    try:
+        emulator, client = home.run_until_complete(start())
+        with pytest.raises(WrongEventLoopError):
+            asyncio.run(use(client))
+        home.run_until_complete(stop(emulator, client))
+    finally:
+        home.close()
+
+
+async def test_paths_are_normalised_and_bad_urls_are_not_retried(
+    retrying: AsyncClient, emulator: GatewayEmulator
+) -> None:
+    completion = await retrying.completions.create(
+        model=MODEL, prompt=PROMPT, path="v1/completions"
+    )
+    assert completion.text
+    assert emulator.requests[-1].path == "/v1/completions"
+    async with AsyncClient(base_url="http://[::1", retry=FAST_RETRY) as broken:
+        with pytest.raises(RequestValidationError):
+            await broken.completions.create(model=MODEL, prompt=PROMPT)
+
+
+async def test_non_finite_numbers_are_refused(client: AsyncClient) -> None:
+    with pytest.raises(RequestValidationError, match="finite"):
+        await client.completions.create(model=MODEL, prompt=PROMPT, temperature=float("nan"))
