@@ -66,6 +66,7 @@ from ._exceptions import (
     ResponseDecodeError,
     ServerStreamError,
     StreamError,
+    retry_classification,
 )
 from ._models import Completion, CompletionRequest, CompletionUsage, ResponseInfo
 from ._retry import AttemptLog, RetryPolicy, parse_retry_after, run_with_retries
@@ -382,17 +383,6 @@ def estimate_tokens(request: CompletionRequest) -> int:
 # --------------------------------------------------------------------------------------------
 # Retries
 # --------------------------------------------------------------------------------------------
-
-
-def _classify(error: BaseException) -> tuple[int | None, Mapping[str, str] | None] | None:
-    """What :func:`run_with_retries` may retry: status errors by their status and headers;
-    connection errors, timeouts and broken streams (a batch item is accumulated, so a retried
-    stream cannot duplicate output); never invalid requests or undecodable responses."""
-    if isinstance(error, APIStatusError):
-        return error.status_code, error.headers
-    if isinstance(error, APIConnectionError):
-        return None, None
-    return None
 
 
 def _retry_after(error: AsyncClientError) -> float | None:
@@ -758,7 +748,7 @@ class BatchJob:
 
         try:
             completion, request_id = await run_with_retries(
-                self._policy, attempt, _classify, clock=clock, sleep=self._sleep, log=log
+                self._policy, attempt, retry_classification, clock=clock, sleep=self._sleep, log=log
             )
         except AsyncClientError as exc:
             latency = 0.0 if started is None else clock() - started

@@ -28,7 +28,6 @@ from ._accumulate import chunk_from_completion
 from ._batch import DEFAULT_CONCURRENCY, DEFAULT_MAX_RETRIES, BatchJob, BatchSource
 from ._decode import decode_completion, decode_completion_lazy, decode_error, encode_request
 from ._exceptions import (
-    APIConnectionError,
     APIStatusError,
     APITimeoutError,
     HeadersTimeoutError,
@@ -37,6 +36,7 @@ from ._exceptions import (
     RequestValidationError,
     ResponseDecodeError,
     excerpt,
+    retry_classification,
     status_error_class,
 )
 from ._models import (
@@ -358,10 +358,12 @@ class AsyncClient:
             return completion
 
         if timeout.total is None:
-            outcome = await run_with_retries(options.retry, attempt, _classify, log=log)
+            outcome = await run_with_retries(options.retry, attempt, retry_classification, log=log)
         else:
             async with deadline(timeout.total, url):
-                outcome = await run_with_retries(options.retry, attempt, _classify, log=log)
+                outcome = await run_with_retries(
+                    options.retry, attempt, retry_classification, log=log
+                )
         if not with_info and not isinstance(outcome, Response) and not stream:
             return outcome, None  # a plain create(): nobody will read the info
         last = responses[-1]
@@ -376,7 +378,7 @@ class AsyncClient:
         if isinstance(outcome, Response):
 
             async def reconnect() -> Response:
-                again = await run_with_retries(options.retry, attempt, _classify)
+                again = await run_with_retries(options.retry, attempt, retry_classification)
                 if not isinstance(again, Response):
                     raise IncompleteStreamError(
                         "The server answered a restarted stream with a plain body."
@@ -540,15 +542,6 @@ class _CallOptions(NamedTuple):
     url: str
     extra_headers: Mapping[str, str] | None
     idempotency_key: str | None
-
-
-def _classify(exc: BaseException) -> tuple[int | None, Mapping[str, str] | None] | None:
-    """Which failures the retry policy may retry: status errors and connection failures."""
-    if isinstance(exc, APIStatusError):
-        return exc.status_code, exc.headers
-    if isinstance(exc, APIConnectionError):
-        return None, None
-    return None
 
 
 class CompletionWithInfo(NamedTuple):

@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ._retry import parse_retry_after
 
@@ -75,6 +75,7 @@ __all__ = [
     "StreamTimeoutError",
     "TotalTimeoutError",
     "UnprocessableEntityError",
+    "retry_classification",
     "status_error_class",
 ]
 
@@ -90,13 +91,35 @@ def excerpt(body: bytes, limit: int = _EXCERPT_BYTES) -> str:
 
 
 class AsyncClientError(Exception):
-    """Root of every error raised by asyncclient."""
+    """Root of every error raised by asyncclient.
+
+    Errors pickle (for multiprocessing, Ray and the like); response headers travel as a plain
+    dict, so after unpickling their lookup is case-sensitive.
+    """
 
     message: str
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Subclasses take keyword-only arguments, which Exception's default pickling cannot
+        # pass back; and aiohttp's header proxies do not pickle.
+        state = dict(self.__dict__)
+        headers = state.get("headers")
+        if headers is not None and not isinstance(headers, dict):
+            state["headers"] = dict(headers)
+        return (_restore_error, (type(self), self.args, state))
+
+
+def _restore_error(
+    cls: type[AsyncClientError], args: tuple[Any, ...], state: dict[str, Any]
+) -> AsyncClientError:
+    error = cls.__new__(cls)
+    Exception.__init__(error, *args)
+    error.__dict__.update(state)
+    return error
 
 
 class RequestValidationError(AsyncClientError, ValueError):
@@ -220,6 +243,19 @@ _STATUS_ERRORS: dict[int, type[APIStatusError]] = {
     422: UnprocessableEntityError,
     429: RateLimitError,
 }
+
+
+def retry_classification(
+    error: BaseException,
+) -> tuple[int | None, Mapping[str, str] | None] | None:
+    """What a retry policy may retry: status errors by their status and headers (the policy
+    decides which statuses), connection errors and timeouts as ``(None, None)``; never
+    invalid requests, undecodable responses or errors inside a stream handed to the caller."""
+    if isinstance(error, APIStatusError):
+        return error.status_code, error.headers
+    if isinstance(error, APIConnectionError):
+        return None, None
+    return None
 
 
 def status_error_class(status_code: int) -> type[APIStatusError]:

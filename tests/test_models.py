@@ -778,3 +778,34 @@ def test_unencodable_extra_body_raises_request_validation_error() -> None:
 def test_unencodable_inside_orq_inputs_raises_request_validation_error() -> None:
     with pytest.raises(RequestValidationError):
         encode_request({"model": MODEL, "prompt": "Say hi", "orq": {"inputs": {"x": object()}}})
+
+
+def test_errors_pickle_with_their_attributes() -> None:
+    import pickle
+
+    from multidict import CIMultiDict, CIMultiDictProxy
+
+    from asyncclient import ErrorDetail, RateLimitError, StreamTimeoutError
+
+    headers = CIMultiDictProxy(CIMultiDict({"x-request-id": "r1", "retry-after": "2"}))
+    error = RateLimitError(
+        "slow down",
+        status_code=429,
+        headers=headers,
+        body=b"{}",
+        error=ErrorDetail(message="slow down"),
+        request_id="r1",
+    )
+    copy = pickle.loads(pickle.dumps(error))
+    assert type(copy) is RateLimitError
+    assert (copy.status_code, copy.request_id, copy.body, str(copy)) == (
+        429,
+        "r1",
+        b"{}",
+        "slow down",
+    )
+    assert copy.headers["retry-after"] == "2"
+    assert copy.error == ErrorDetail(message="slow down")
+    timeout = pickle.loads(pickle.dumps(StreamTimeoutError("late", phase="idle")))
+    assert timeout.phase == "idle"
+    assert timeout.partial is None
