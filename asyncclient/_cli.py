@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import os
 import random
 import signal
@@ -25,7 +26,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import IO, Any, BinaryIO, Final, TextIO
+from typing import IO, Any, BinaryIO, Final, TextIO, TypeVar
 
 import anyio
 import msgspec
@@ -61,6 +62,8 @@ _LATENCY_SAMPLES: Final = 100_000
 # Malformed lines named one by one on stderr before the rest are only counted.
 _MALFORMED_SHOWN: Final = 20
 
+_Number = TypeVar("_Number", int, float)
+
 
 class _UsageError(Exception):
     """Wrong usage found after parsing (exit 2)."""
@@ -71,44 +74,54 @@ class _UsageError(Exception):
 # --------------------------------------------------------------------------------------------
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+def _bounded_number(
+    parse: Callable[[str], _Number],
+    *,
+    expected: str,
+    accept: Callable[[_Number], bool],
+    requirement: str,
+) -> Callable[[str], _Number]:
+    """An argparse ``type``: *parse* the text, then keep it only if *accept* says so.
+
+    The two complaints read ``expected <expected>, got '<text>'`` and
+    ``<requirement>, got <value>``.
+    """
+
+    def convert(text: str) -> _Number:
+        try:
+            value = parse(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        if not accept(value):
+            # A float is echoed as typed: parsed, "1e999" would read "inf" and "0" "0.0".
+            shown = text if isinstance(value, float) else value
+            raise argparse.ArgumentTypeError(f"{requirement}, got {shown}")
+        return value
+
+    return convert
 
 
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a finite number above 0, got {text}")
-    return value
-
-
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"a port is 0-65535, got {value}")
-    return value
+_positive_int: Final = _bounded_number(
+    int,
+    expected="a whole number",
+    accept=lambda value: value >= 1,
+    requirement="must be at least 1",
+)
+_non_negative_int: Final = _bounded_number(
+    int, expected="a whole number", accept=lambda value: value >= 0, requirement="must be 0 or more"
+)
+_positive_float: Final = _bounded_number(
+    float,
+    expected="a number",
+    accept=lambda value: 0 < value < math.inf,
+    requirement="must be a finite number above 0",
+)
+_port: Final = _bounded_number(
+    int,
+    expected="a port number",
+    accept=lambda value: 0 <= value <= 65535,
+    requirement="a port is 0-65535",
+)
 
 
 def _shard(text: str) -> tuple[int, int]:

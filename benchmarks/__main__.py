@@ -86,82 +86,82 @@ def machine() -> dict[str, Any]:
     return info
 
 
+def _publish(
+    report: Report,
+    section: str,
+    tables: Table | list[Table],
+    results: Any,
+    skips: list[str] | None = None,
+    *,
+    note: str | None = None,
+) -> None:
+    """Print a section's skip lines and tables (each with *note*), and keep its results."""
+    report.skip(skips or [])
+    for table in [tables] if isinstance(tables, Table) else tables:
+        if note is not None:
+            table.notes.append(note)
+        report.show(table)
+    report.results[section] = results
+
+
 def _decode(report: Report) -> None:
     from .decode_bench import run_decode
 
-    tables, results, skips = run_decode(report.mode)
-    report.skip(skips)
-    for table in tables:
-        report.show(table)
-    report.results["decode"] = results
+    _publish(report, "decode", *run_decode(report.mode))
 
 
 def _lazy(report: Report) -> None:
     from .decode_bench import run_lazy
 
-    table, results = run_lazy(report.mode)
-    report.show(table)
-    report.results["lazy"] = results
+    _publish(report, "lazy", *run_lazy(report.mode))
 
 
 def _stream(report: Report) -> None:
     from .stream_bench import run_stream
 
-    tables, results, skips = run_stream(report.mode)
-    report.skip(skips)
-    for table in tables:
-        table.notes.append(
-            '* orq-ai-sdk rejects chunks with "finish_reason": null (every real stream has '
-            "them), so it is timed on a variant of the stream where every chunk has one."
-        )
-        report.show(table)
-    report.results["stream"] = results
+    _publish(
+        report,
+        "stream",
+        *run_stream(report.mode),
+        note='* orq-ai-sdk rejects chunks with "finish_reason": null (every real stream has '
+        "them), so it is timed on a variant of the stream where every chunk has one.",
+    )
 
 
 def _design(report: Report) -> None:
     from .stream_bench import design_variants, run_stream
 
-    tables, results, skips = run_stream(
+    designs = run_stream(
         report.mode,
         competitors=design_variants(),
         title="Stream decode-path designs",
         chunkings=["network", "per-event"],
     )
-    report.skip(skips)
-    for table in tables:
-        report.show(table)
-    report.results["design"] = results
+    _publish(report, "design", *designs)
 
 
 def _e2e(report: Report) -> None:
     from .e2e_bench import run_e2e
 
-    tables, results, skips = run_e2e(report.mode)
-    report.skip(skips)
-    for table in tables:
-        table.notes.append(
-            "* orq-ai-sdk posts to /v2/router/completions; its streams carry a finish reason "
-            "in every chunk (it rejects null ones)."
-        )
-        report.show(table)
-    report.results["e2e"] = results
+    _publish(
+        report,
+        "e2e",
+        *run_e2e(report.mode),
+        note="* orq-ai-sdk posts to /v2/router/completions; its streams carry a finish reason "
+        "in every chunk (it rejects null ones).",
+    )
 
 
 def _memory(report: Report) -> None:
     from .memory_bench import run_memory
 
-    table, results = run_memory(report.mode)
-    report.show(table)
-    report.results["memory"] = results
+    _publish(report, "memory", *run_memory(report.mode))
 
 
 def _overhead(report: Report) -> None:
     from .overhead_bench import run_overhead
 
-    tables, results = run_overhead(report.mode)
-    for table in tables:
-        report.show(table)
-    report.results["overhead"] = results
+    _publish(report, "overhead", *run_overhead(report.mode))
 
 
 RUNNERS: Final[dict[str, Callable[[Report], None]]] = {
@@ -363,11 +363,7 @@ def run_file(report: Report, path: Path) -> None:
         except (msgspec.DecodeError, KeyError, IndexError, TypeError):
             text = ""
         body = Body(path.name, data, "your file", text)
-        tables, results, skips = run_decode(report.mode, [body])
-        report.skip(skips)
-        for table in tables:
-            report.show(table)
-        report.results["file"] = results
+        _publish(report, "file", *run_decode(report.mode, [body]))
         return
     from asyncclient._sse import SSEDecoder
 
@@ -376,13 +372,10 @@ def run_file(report: Report, path: Path) -> None:
     stream = EventStream(data, len(events), "", newline)
     streams = dict.fromkeys(CHUNKINGS, (stream, stream))
     chunkings = ["network", "per-event", "1-byte"] + (["cr|lf"] if newline == b"\r\n" else [])
-    tables, stream_results, skips = run_stream(
+    yours = run_stream(
         report.mode, streams=streams, chunkings=chunkings, title=f"Your stream {path.name}"
     )
-    report.skip(skips)
-    for table in tables:
-        report.show(table)
-    report.results["file"] = stream_results
+    _publish(report, "file", *yours)
 
 
 # -- main ------------------------------------------------------------------------------------
@@ -463,8 +456,6 @@ def _header(mode: Mode) -> str:
 
 
 def _save(document: dict[str, Any], report: Report, header: str) -> None:
-    from .chart import write_chart
-
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "latest.json").write_bytes(
         msgspec.json.format(msgspec.json.encode(document)) + b"\n"
@@ -474,14 +465,7 @@ def _save(document: dict[str, Any], report: Report, header: str) -> None:
     (RESULTS / "latest.md").write_text(results)
     if report.mode.name == "full" and set(report.results) >= set(SECTIONS):
         _update_readme(results, document)
-    speedups, floor_ratios = headline(report)
-    subtitle = (
-        f"{document['machine'].get('cpus')} CPUs, shared machine; Python "
-        f"{document['machine']['python']}; {report.mode.name} run"
-    )
-    problem = write_chart(speedups, floor_ratios, RESULTS / "headline.png", subtitle)
-    if problem:
-        print(problem)
+    _draw_chart(document, report)
 
 
 def _update_readme(results: str, document: dict[str, Any]) -> None:
@@ -503,11 +487,10 @@ def _update_readme(results: str, document: dict[str, Any]) -> None:
     readme.write_text(before + block + after)
 
 
-def _redraw() -> int:
+def _draw_chart(document: dict[str, Any], report: Report) -> bool:
+    """Write ``results/headline.png``; False (the reason printed) where it could not."""
     from .chart import write_chart
 
-    document = msgspec.json.decode((RESULTS / "latest.json").read_bytes())
-    report = Report(MODES[document["mode"]], targets=document["targets"], quiet=True)
     speedups, floor_ratios = headline(report)
     subtitle = (
         f"{document['machine'].get('cpus')} CPUs, shared machine; Python "
@@ -516,8 +499,14 @@ def _redraw() -> int:
     problem = write_chart(speedups, floor_ratios, RESULTS / "headline.png", subtitle)
     if problem:
         print(problem)
-        return 1
-    return 0
+        return False
+    return True
+
+
+def _redraw() -> int:
+    document = msgspec.json.decode((RESULTS / "latest.json").read_bytes())
+    report = Report(MODES[document["mode"]], targets=document["targets"], quiet=True)
+    return 0 if _draw_chart(document, report) else 1
 
 
 def headline(

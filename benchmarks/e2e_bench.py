@@ -16,7 +16,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -342,8 +342,62 @@ async def _drive(
     return done, chunks
 
 
+async def measure(
+    operation: Operation,
+    concurrency: int,
+    limit: int,
+    seconds: float,
+    server: LoopbackServer | None = None,
+) -> Sample:
+    """Warm up, then time at most *limit* operations for at most *seconds*: wall time, this
+    process's CPU time and, given the *server*, its CPU time."""
+    # Warm up: open the connections and fill caches.
+    await _drive(operation, concurrency, concurrency * 2, 10.0)
+    server_before = server.cpu_seconds() if server is not None else None
+    cpu_before = time.process_time()
+    wall_before = time.perf_counter()
+    done, chunks = await _drive(operation, concurrency, limit, seconds)
+    wall = time.perf_counter() - wall_before
+    cpu = time.process_time() - cpu_before
+    server_after = server.cpu_seconds() if server is not None else None
+    server_cpu = (
+        server_after - server_before
+        if server_before is not None and server_after is not None
+        else None
+    )
+    return Sample(done, chunks, wall, cpu, server_cpu)
+
+
+def take_turns(
+    clients: Sequence[Client],
+    repeats: int,
+    mode: Mode,
+    sample: Callable[[Client], Awaitable[Sample]],
+) -> tuple[dict[str, list[Sample]], dict[str, str]]:
+    """*repeats* rounds in which every client takes one *sample*, each in a fresh event loop.
+
+    Returns the samples and the errors by client name: a client that fails once is not run
+    again.
+    """
+    samples: dict[str, list[Sample]] = {client.name: [] for client in clients}
+    errors: dict[str, str] = {}
+    for _ in range(repeats):
+        for client in clients:
+            if client.name in errors:
+                continue
+            try:
+                taken = asyncio.run(
+                    asyncio.wait_for(sample(client), timeout=mode.e2e_seconds * 4 + 30)
+                )
+            except Exception as exc:
+                errors[client.name] = f"{type(exc).__name__}: {str(exc)[:100]}"
+                continue
+            samples[client.name].append(taken)
+    return samples, errors
+
+
 async def _one_sample(
-    client: Client, url: str, config: Config, mode: Mode, server: LoopbackServer
+    client: Client, *, url: str, config: Config, mode: Mode, server: LoopbackServer
 ) -> Sample:
     async with client.factory(url) as (request, stream):
         operation = stream if config.streamed else request
@@ -352,21 +406,7 @@ async def _one_sample(
             not config.streamed and config.concurrency == 1
         ):
             limit = max(2, limit // 4)
-        # Warm up: open the connections and fill caches.
-        await _drive(operation, config.concurrency, config.concurrency * 2, 10.0)
-        server_before = server.cpu_seconds()
-        cpu_before = time.process_time()
-        wall_before = time.perf_counter()
-        done, chunks = await _drive(operation, config.concurrency, limit, mode.e2e_seconds)
-        wall = time.perf_counter() - wall_before
-        cpu = time.process_time() - cpu_before
-        server_after = server.cpu_seconds()
-    server_cpu = (
-        server_after - server_before
-        if server_before is not None and server_after is not None
-        else None
-    )
-    return Sample(done, chunks, wall, cpu, server_cpu)
+        return await measure(operation, config.concurrency, limit, mode.e2e_seconds, server)
 
 
 def run_e2e(mode: Mode) -> tuple[list[Table], dict[str, Any], list[str]]:
@@ -385,23 +425,14 @@ def run_e2e(mode: Mode) -> tuple[list[Table], dict[str, Any], list[str]]:
     with LoopbackServer(mode.e2e_stream_chunks) as server:
         for config in CONFIGS:
             runnable = [c for c in available if config.streamed or not c.streams_only]
-            samples: dict[str, list[Sample]] = {c.name: [] for c in runnable}
-            errors: dict[str, str] = {}
-            for _ in range(mode.e2e_repeats):
-                for client in runnable:
-                    if client.name in errors:
-                        continue
-                    try:
-                        sample = asyncio.run(
-                            asyncio.wait_for(
-                                _one_sample(client, server.url, config, mode, server),
-                                timeout=mode.e2e_seconds * 4 + 30,
-                            )
-                        )
-                    except Exception as exc:
-                        errors[client.name] = f"{type(exc).__name__}: {str(exc)[:100]}"
-                        continue
-                    samples[client.name].append(sample)
+            samples, errors = take_turns(
+                runnable,
+                mode.e2e_repeats,
+                mode,
+                functools.partial(
+                    _one_sample, url=server.url, config=config, mode=mode, server=server
+                ),
+            )
             table, summary = _table(config, runnable, samples, errors, mode)
             tables.append(table)
             results[config.name] = summary

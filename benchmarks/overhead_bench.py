@@ -33,8 +33,9 @@ from .e2e_bench import (
     LoopbackServer,
     Operation,
     Sample,
-    _drive,
     _ours,
+    measure,
+    take_turns,
 )
 from .harness import Mode, Table, median
 
@@ -218,19 +219,11 @@ LADDERS: Final = (
 )
 
 
-async def _sample(client: Client, url: str, ladder: Ladder, mode: Mode) -> Sample:
-    import time
-
+async def _sample(client: Client, *, url: str, ladder: Ladder, mode: Mode) -> Sample:
     async with client.factory(url) as (request, stream):
         operation = stream if ladder.streamed else request
         limit = mode.e2e_streams if ladder.streamed else mode.e2e_requests
-        await _drive(operation, ladder.concurrency, ladder.concurrency * 2, 10.0)
-        cpu_before = time.process_time()
-        wall_before = time.perf_counter()
-        done, chunks = await _drive(operation, ladder.concurrency, limit, mode.e2e_seconds)
-        wall = time.perf_counter() - wall_before
-        cpu = time.process_time() - cpu_before
-    return Sample(done, chunks, wall, cpu, None)
+        return await measure(operation, ladder.concurrency, limit, mode.e2e_seconds)
 
 
 def run_overhead(mode: Mode) -> tuple[list[Table], dict[str, Any]]:
@@ -242,23 +235,12 @@ def run_overhead(mode: Mode) -> tuple[list[Table], dict[str, Any]]:
     with LoopbackServer(mode.e2e_stream_chunks) as server:
         for ladder in LADDERS:
             clients = ladder.clients()
-            samples: dict[str, list[Sample]] = {c.name: [] for c in clients}
-            errors: dict[str, str] = {}
-            for _ in range(repeats):
-                for client in clients:
-                    if client.name in errors:
-                        continue
-                    try:
-                        sample = asyncio.run(
-                            asyncio.wait_for(
-                                _sample(client, server.url, ladder, mode),
-                                timeout=mode.e2e_seconds * 4 + 30,
-                            )
-                        )
-                    except Exception as exc:
-                        errors[client.name] = f"{type(exc).__name__}: {str(exc)[:100]}"
-                        continue
-                    samples[client.name].append(sample)
+            samples, errors = take_turns(
+                clients,
+                repeats,
+                mode,
+                functools.partial(_sample, url=server.url, ladder=ladder, mode=mode),
+            )
             table, summary = _table(ladder, clients, samples, errors, mode)
             tables.append(table)
             results[ladder.name] = summary

@@ -6,6 +6,7 @@ graceful Ctrl-C, shards), ``serve``, ``demo``, ``--help`` and wrong flags.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -55,14 +56,16 @@ def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str
     )
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[str]:
+@contextlib.contextmanager
+def serving(api_key: str, *options: str, env: dict[str, str] | None = None) -> Iterator[str]:
+    """``asyncclient serve`` on a free loopback port, yielding its URL; on exit it is sent
+    SIGINT, as Ctrl-C would, and must stop cleanly."""
     process = subprocess.Popen(
-        command("serve", "--port", "0", "--api-key", API_KEY, "--chunk-delay", str(CHUNK_DELAY)),
+        command("serve", "--port", "0", "--api-key", api_key, *options),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=environment(),
+        env=environment() if env is None else env,
     )
     try:
         assert process.stdout is not None
@@ -79,6 +82,12 @@ def server() -> Iterator[str]:
             raise
     assert process.returncode == 0, errors
     assert "stopped" in errors
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[str]:
+    with serving(API_KEY, "--chunk-delay", str(CHUNK_DELAY)) as url:
+        yield url
 
 
 def connection(server: str) -> list[str]:

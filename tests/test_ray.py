@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -21,6 +20,8 @@ import pytest
 ray: Any = pytest.importorskip("ray")
 pytest.importorskip("ray.data")
 pytest.importorskip("pyarrow")
+
+from test_cli import serving  # noqa: E402
 
 from asyncclient import BatchItem, CompletionRequest, RetryPolicy  # noqa: E402
 from asyncclient.ray import RESULT_COLUMNS, CompletionBatchMapper  # noqa: E402
@@ -49,25 +50,8 @@ def environment() -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[str]:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "asyncclient", "serve", "--port", "0", "--api-key", API_KEY],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=environment(),
-    )
-    try:
-        assert process.stdout is not None
-        first_line = process.stdout.readline()
-        assert "listening on http://127.0.0.1:" in first_line, first_line
-        yield first_line.split("listening on ", 1)[1].split()[0]
-    finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.communicate(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.communicate()
+    with serving(API_KEY, env=environment()) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
