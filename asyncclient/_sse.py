@@ -7,6 +7,7 @@ and never decodes payloads, so ``data`` stays raw UTF-8 bytes for msgspec.
 """
 
 import sys
+from typing import NoReturn
 
 import msgspec
 
@@ -28,11 +29,16 @@ class ServerSentEvent(msgspec.Struct, frozen=True, gc=False):
 
 
 class EventTooLargeError(ValueError):
-    """A single event buffered more than ``max_event_size`` bytes."""
+    """A single event buffered more than ``max_event_size`` bytes.
 
-    def __init__(self, limit: int) -> None:
+    ``events`` holds the events the same ``feed()`` call completed before the oversized one,
+    so a caller loses nothing that arrived whole.
+    """
+
+    def __init__(self, limit: int, events: list[ServerSentEvent] | None = None) -> None:
         super().__init__(f"server-sent event exceeds max_event_size={limit} bytes")
         self.limit = limit
+        self.events: list[ServerSentEvent] = events if events is not None else []
 
 
 class SSEDecoder:
@@ -139,7 +145,7 @@ class SSEDecoder:
                     tail = self._tail = bytearray(tail)
                 tail += chunk
                 if self._data_len + len(tail) > self._limit:
-                    self._too_large()
+                    self._too_large([])
                 return []
             chunk = b"".join((tail, chunk))
             self._tail = b""
@@ -181,7 +187,7 @@ class SSEDecoder:
             if rest:
                 self._tail = rest
                 if self._data_len + len(rest) > self._limit:
-                    self._too_large()
+                    self._too_large(events)
         return events
 
     def flush(self) -> list[ServerSentEvent]:
@@ -220,11 +226,11 @@ class SSEDecoder:
         self._fixup = self._at_start or self._cr_pending
         return chunk
 
-    def _too_large(self) -> None:
+    def _too_large(self, events: list[ServerSentEvent]) -> NoReturn:
         # The stream cannot be resynchronised reliably, so drop everything held.
         self._reset()
         assert self._max_event_size is not None
-        raise EventTooLargeError(self._max_event_size)
+        raise EventTooLargeError(self._max_event_size, events)
 
     def _block(self, block: bytes, events: list[ServerSentEvent]) -> None:
         for line in block.split(b"\n"):
@@ -235,7 +241,7 @@ class SSEDecoder:
         # Raw line length counts, so the limit trips at the same point however the
         # input was chunked (a partial line is checked against the same sum).
         if self._data_len + len(line) > self._limit:
-            self._too_large()
+            self._too_large(events)
         if not line:
             # WHATWG "dispatch the event": nothing is dispatched without a data field.
             if self._data:

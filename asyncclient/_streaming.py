@@ -394,7 +394,15 @@ class CompletionStream:
             if at_end:
                 events += framer.flush()
         except EventTooLargeError as exc:
-            raise self._with_partial(StreamDecodeError(str(exc))) from exc
+            # Events completed before the oversized one still reach the caller, then this.
+            self._done = True
+            if exc.events:
+                self._handle_events(exc.events)
+            if not self._complete:  # an oversized event after [DONE] is ignored like others
+                error = StreamDecodeError(str(exc))
+                error.__cause__ = exc
+                self._fail(error)
+            return
         self._started = True
         if events:
             self._handle_events(events)

@@ -212,3 +212,13 @@ async def test_without_accumulation_memory_is_not_kept() -> None:
     async with CompletionStream(cast(Response, FakeResponse([])), accumulate=False) as empty:
         with pytest.raises(RuntimeError, match="accumulate=True"):
             await empty.final_completion()
+
+
+async def test_events_before_an_oversized_one_in_the_same_read_are_kept() -> None:
+    body = b"".join(b"data: " + chunk_event(0, f"{i} ") + b"\n\n" for i in range(2))
+    body += b"data: " + chunk_event(0, "x" * 5000) + b"\n\ndata: [DONE]\n\n"
+    texts, error = await run([body], max_event_size=1000)
+    assert texts == ["0:0 ", "0:1 "]
+    assert isinstance(error, StreamDecodeError)
+    assert "max_event_size" in str(error)
+    assert error.partial_text == "0 1 "
