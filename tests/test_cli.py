@@ -7,6 +7,7 @@ graceful Ctrl-C, shards), ``serve``, ``demo``, ``--help`` and wrong flags.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import signal
@@ -441,3 +442,33 @@ def test_demo_runs_offline_and_summarizes() -> None:
         "requests/s",
     ):
         assert expected in output
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_is_a_bar_with_rate_tokens_and_eta_on_a_terminal() -> None:
+    from asyncclient._cli import _Progress, _Stats
+
+    now = [100.0]
+    stats = _Stats(started=100.0, total=200, succeeded=40, failed=2, total_tokens=1234)
+    now[0] = 110.0
+    terminal = _Terminal()
+    progress = _Progress(stats, terminal, "auto", 10.0, lambda: now[0])
+    assert progress.mode == "bar"
+    progress.draw()
+    drawn = terminal.getvalue()
+    assert drawn.startswith("\r[#####")
+    for part in ("42/200", "4.2 req/s", "1,234 tok", "2 failed", "ETA"):
+        assert part in drawn
+    progress.clear()
+    assert terminal.getvalue().endswith("\r\x1b[K")
+
+    plain = io.StringIO()
+    lines = _Progress(stats, plain, "auto", 10.0, lambda: now[0])
+    assert lines.mode == "lines"
+    lines.draw()
+    assert plain.getvalue().startswith("progress: [")
+    assert plain.getvalue().endswith("\n")
