@@ -9,6 +9,7 @@ caller gets with a reference built from the whole body by the framer alone.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from typing import Any, cast
 
@@ -222,3 +223,38 @@ async def test_events_before_an_oversized_one_in_the_same_read_are_kept() -> Non
     assert isinstance(error, StreamDecodeError)
     assert "max_event_size" in str(error)
     assert error.partial_text == "0 1 "
+
+
+class EndlessAfterDone(FakeResponse):
+    """A body that goes on after ``[DONE]``: trailing bytes forever, or silence."""
+
+    def __init__(self, pieces: list[bytes], *, stall: bool) -> None:
+        super().__init__(pieces)
+        self.stall = stall
+        self.extra_reads = 0
+
+    async def read_chunk(self) -> bytes:
+        if self._pieces:
+            return self._pieces.pop(0)
+        self.extra_reads += 1
+        if self.stall:
+            await asyncio.sleep(3600)
+        return b": trailing\n\n" * 100
+
+
+@pytest.mark.parametrize("stall", [False, True], ids=["endless-bytes", "silence"])
+async def test_the_drain_after_done_is_bounded(
+    stall: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from asyncclient import _streaming
+
+    monkeypatch.setattr(_streaming, "_DRAIN_SECONDS", 0.05)
+    body = b"data: " + chunk_event(0, "a") + b"\n\ndata: [DONE]\n\n"
+    response = EndlessAfterDone([body], stall=stall)
+    stream = CompletionStream(cast(Response, response))
+    async with stream:
+        texts = [chunk.text async for chunk in stream]
+    assert texts == ["a"]
+    assert response.released
+    # Endless bytes stop at the byte budget (64 KiB of 1.2 KB reads); silence at the time one.
+    assert response.extra_reads <= (1 if stall else 60)
