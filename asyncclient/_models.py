@@ -13,7 +13,7 @@ decoding measurably cheaper for large batches.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Annotated, Any, Final, Literal, TypeAlias
+from typing import Annotated, Any, Final, Generic, Literal, Protocol, TypeAlias, TypeVar
 
 import msgspec
 from msgspec import UNSET, Meta, Struct, UnsetType
@@ -66,6 +66,14 @@ TokenCount: TypeAlias = int | float
 """Token counts are ``number`` in the spec; OpenAI-compatible servers send integers."""
 
 
+class _HasText(Protocol):
+    @property
+    def text(self) -> str: ...
+
+
+ChoiceT = TypeVar("ChoiceT", bound=_HasText)
+
+
 class Logprobs(Struct, kw_only=True, gc=False):
     """OpenAI-shaped log probabilities of a legacy completion choice."""
 
@@ -112,11 +120,11 @@ class CompletionUsage(Struct, kw_only=True, gc=False):
     completion_tokens_details: CompletionTokensDetails | None = None
 
 
-class Completion(Struct, kw_only=True, gc=False):
-    """The response body of a non-streamed call (``PostV2ProxyCompletionsResponseBody``)."""
+class _CompletionBody(Struct, Generic[ChoiceT], kw_only=True, gc=False):
+    """The fields of a response body, whatever the choices hold."""
 
     id: str
-    choices: list[CompletionChoice]
+    choices: list[ChoiceT]
     model: str
     object: str
     created: Created | None = None
@@ -127,6 +135,10 @@ class Completion(Struct, kw_only=True, gc=False):
     def text(self) -> str:
         """The first choice's text, or ``""`` when there is no choice."""
         return self.choices[0].text if self.choices else ""
+
+
+class Completion(_CompletionBody[CompletionChoice], kw_only=True, gc=False):
+    """The response body of a non-streamed call (``PostV2ProxyCompletionsResponseBody``)."""
 
 
 _logprobs_decoder = msgspec.json.Decoder(Logprobs, strict=False)
@@ -161,20 +173,8 @@ class LazyCompletionChoice(Struct, kw_only=True, gc=False):
             raise ResponseDecodeError(f"Invalid logprobs: {exc}", body=bytes(raw)) from exc
 
 
-class LazyCompletion(Struct, kw_only=True, gc=False):
+class LazyCompletion(_CompletionBody[LazyCompletionChoice], kw_only=True, gc=False):
     """:class:`Completion` with lazily decoded logprobs (see ``create_lazy``)."""
-
-    id: str
-    choices: list[LazyCompletionChoice]
-    model: str
-    object: str
-    created: Created | None = None
-    system_fingerprint: str | None = None
-    usage: CompletionUsage | None = None
-
-    @property
-    def text(self) -> str:
-        return self.choices[0].text if self.choices else ""
 
 
 class CompletionChunk(Struct, kw_only=True, gc=False):
