@@ -60,14 +60,8 @@ class FloorCompletion(msgspec.Struct):
     usage: FloorUsage | None = None
 
 
-class FloorChunk(msgspec.Struct):
-    id: str
-    object: str
-    created: int
-    model: str
-    choices: list[FloorChoice]
-    system_fingerprint: str | None = None
-    usage: FloorUsage | None = None
+# A chunk has the body's shape (FloorChoice already allows a null finish_reason).
+FloorChunk = FloorCompletion
 
 
 completion_decoder: Final = msgspec.json.Decoder(FloorCompletion)
