@@ -16,6 +16,7 @@ __all__ = ["CompletionAccumulator", "chunk_from_completion"]
 # when the text is read: memory stays close to the text's size instead of one str object per
 # chunk, and the copying stays linear (re-joining everything every N chunks is quadratic).
 _BLOCK = 512
+_FOLD_BATCH = 128
 
 
 class _ChoiceState:
@@ -56,42 +57,49 @@ _NO_STATE = _ChoiceState()
 class CompletionAccumulator:
     """Collects chunks; :meth:`snapshot` returns the same type as a non-streamed call."""
 
-    __slots__ = ("_choices", "_first", "chunk_count", "usage")
+    __slots__ = ("_choices", "_first", "_folded_count", "_incoming", "_usage")
 
     def __init__(self) -> None:
         self._first: CompletionChunk | None = None
         self._choices: dict[int, _ChoiceState] = {}
-        self.usage: CompletionUsage | None = None
-        self.chunk_count = 0
+        self._usage: CompletionUsage | None = None
+        self._folded_count = 0
+        # Chunks are only listed as they arrive and folded into the per-choice text in
+        # batches: on a live stream (one chunk per network read) a list append is all a chunk
+        # costs on the hot path, and the fold loop runs once per batch instead of once per
+        # chunk.
+        self._incoming: list[CompletionChunk] = []
 
     def add(self, chunk: CompletionChunk) -> None:
-        if self._first is None:
-            self._first = chunk
-        self.chunk_count += 1
-        states = self._choices
-        for choice in chunk.choices:
-            state = states.get(choice.index)
-            if state is None:
-                state = states[choice.index] = _ChoiceState()
-            fragments = state.fragments
-            fragments.append(choice.text)
-            if len(fragments) >= _BLOCK:
-                state.blocks.append("".join(fragments))
-                fragments.clear()
-            if choice.finish_reason is not None:
-                state.finish_reason = choice.finish_reason
-            if choice.logprobs is not None:
-                state._add_logprobs(choice.logprobs)
-        if chunk.usage is not None:
-            self.usage = chunk.usage
+        incoming = self._incoming
+        incoming.append(chunk)
+        if len(incoming) >= _FOLD_BATCH:
+            self._fold()
 
     def add_many(self, chunks: Sequence[CompletionChunk]) -> None:
-        """Add the chunks of one network read at once (the stream's hot path)."""
+        """Add the chunks of one network read at once."""
+        incoming = self._incoming
+        incoming.extend(chunks)
+        if len(incoming) >= _FOLD_BATCH:
+            self._fold()
+
+    @property
+    def chunk_count(self) -> int:
+        return self._folded_count + len(self._incoming)
+
+    @property
+    def usage(self) -> CompletionUsage | None:
+        """The usage of the last chunk that carried one."""
+        self._fold()
+        return self._usage
+
+    def _fold(self) -> None:
+        chunks = self._incoming
         if not chunks:
             return
         if self._first is None:
             self._first = chunks[0]
-        self.chunk_count += len(chunks)
+        self._folded_count += len(chunks)
         states = self._choices
         # Consecutive chunks nearly always carry the same single choice: keep its state and
         # fragment list in locals instead of looking them up (or calling a method) per chunk.
@@ -115,8 +123,9 @@ class CompletionAccumulator:
                     state._add_logprobs(choice.logprobs)
             if chunk.usage is not None:
                 usage = chunk.usage
+        chunks.clear()
         if usage is not None:
-            self.usage = usage
+            self._usage = usage
         for each in states.values():
             if len(each.fragments) >= _BLOCK:
                 each.blocks.append("".join(each.fragments))
@@ -124,11 +133,13 @@ class CompletionAccumulator:
 
     def text(self, index: int = 0) -> str:
         """The text received so far for one choice."""
+        self._fold()
         state = self._choices.get(index)
         return state.text() if state is not None else ""
 
     def snapshot(self) -> Completion | None:
         """The completion as received so far; ``None`` before the first chunk."""
+        self._fold()
         first = self._first
         if first is None:
             return None
@@ -150,7 +161,7 @@ class CompletionAccumulator:
             object=first.object,
             created=first.created,
             system_fingerprint=first.system_fingerprint,
-            usage=self.usage,
+            usage=self._usage,
         )
 
 

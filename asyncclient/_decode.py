@@ -130,9 +130,9 @@ def _body_error(exc: Exception, body: bytes) -> ResponseDecodeError:
     )
 
 
-def decode_chunk(data: bytes) -> CompletionChunk:
-    """Decode one event's data. Raises msgspec errors: the stream maps them with context."""
-    return _chunk_decoder.decode(data)
+# Decode one event's data; raises msgspec errors, which the stream maps with context. The
+# decoder's bound method itself, not a wrapper around it: it runs once per stream event.
+decode_chunk: Final = _chunk_decoder.decode
 
 
 def decode_chunks(datas: list[bytes]) -> list[CompletionChunk]:
@@ -165,9 +165,12 @@ def encode_request(params: Mapping[str, Any], extra_body: Mapping[str, Any] | No
     The check decodes the encoded bytes with a validating decoder: one fast pass that covers
     nested objects whether the caller passed Structs or plain dicts.
     """
-    if any(value is msgspec.UNSET for value in params.values()):
-        # UNSET is dropped by Structs but not by dicts: a keyword passed as UNSET means "unset".
-        params = {key: value for key, value in params.items() if value is not msgspec.UNSET}
+    for value in params.values():
+        if value is msgspec.UNSET:
+            # UNSET is dropped by Structs but not by dicts: a keyword passed as UNSET means
+            # "unset". (A loop, not `in`: that would call __eq__ on the caller's values.)
+            params = {key: value for key, value in params.items() if value is not msgspec.UNSET}
+            break
     try:
         body = _encoder.encode(params)
     except (TypeError, msgspec.EncodeError) as exc:

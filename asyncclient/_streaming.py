@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import sys
 import warnings
+import weakref
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from types import TracebackType
@@ -21,6 +23,7 @@ from typing import Final, NamedTuple, Self
 import msgspec
 
 from ._accumulate import CompletionAccumulator
+from ._deadlines import current_task_getter
 from ._decode import (
     DONE,
     decode_chunk,
@@ -120,17 +123,20 @@ class CompletionStream:
         self._response = response
         self._max_event_size = max_event_size
         self._plain_limit = max_event_size if max_event_size is not None else sys.maxsize
+        self._carry_limit = min(_MAX_CARRY, self._plain_limit)
         self._reconnect = reconnect
         self._on_restart = on_restart
         self._max_restarts = max_restarts
         self.restarts = 0
         self._framer = SSEDecoder(max_event_size=max_event_size)
+        self._framer_fed = False  # until then the framer holds nothing (no at_boundary call)
         self._pending: deque[CompletionChunk] = deque()
         self._pending_error: AsyncClientError | None = None
         # Without accumulation memory stays flat however long the stream, at the price of
         # completion_so_far, final_completion() and partial output on errors.
         self._accumulator = CompletionAccumulator() if accumulate else None
         self._carry = b""  # plain path: the start of an event whose end has not arrived
+        self._held_cr = False  # plain path: a CR that ended the last read (maybe CRLF's half)
         self._backlog = b""  # plain path: complete events not decoded yet
         self._backlog_at = 0
         self._backlog_end = 0
@@ -150,17 +156,26 @@ class CompletionStream:
         self.request_id = info.request_id
         # Deadlines are loop times. `idle` restarts only when content arrives, never on a
         # comment or keep-alive, so a server that only sends keep-alives still times out.
-        self._loop_time = asyncio.get_running_loop().time
+        loop = asyncio.get_running_loop()
+        self._loop_time = loop.time
+        self._current_task = current_task_getter(loop)
         self._idle = timeout.idle if timeout is not None else None
         first_event = timeout.first_event if timeout is not None else None
         if first_event is None:
             first_event = self._idle
         self._first_event = first_event
-        self._content_deadline = (
-            self._loop_time() + first_event if first_event is not None else None
-        )
         self._total_deadline = total_deadline
         self._seen_content = False
+        self._content_deadline: float | None = None
+        self._deadline: float | None = None  # the earlier of the two: what a read is under
+        self._set_content_deadline(
+            self._loop_time() + first_event if first_event is not None else None
+        )
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = math.inf
+        self._reader: asyncio.Task[object] | None = None
+        self._timer_fired = False
+        self._cancelling_before = 0
         if chunks:
             self._queue(chunks)
 
@@ -170,13 +185,12 @@ class CompletionStream:
         return self
 
     async def __anext__(self) -> CompletionChunk:
+        # The whole per-read path lives in this one coroutine (no helper coroutines, no timer
+        # per read): with one event per read, as a live token stream sends them, each extra
+        # await layer or timer handle is a visible share of the client's CPU per chunk.
         pending = self._pending
-        if pending:
-            return pending.popleft()
-        return await self._next_slow()
-
-    async def _next_slow(self) -> CompletionChunk:
-        while not self._pending:
+        reader = None  # this task, looked up once per call (a 1-byte read loop stays cheap)
+        while not pending:
             if self._pending_error is not None:
                 error, self._pending_error = self._pending_error, None
                 if await self._restart(error):
@@ -187,19 +201,108 @@ class CompletionStream:
                 await self._finish()
                 raise StopAsyncIteration
             try:
-                await self._fill()
-            except IncompleteStreamError as error:
-                if self._closed:
-                    # aclose() from another task broke the read: a deliberate end.
-                    raise StopAsyncIteration from None
-                if await self._restart(error):
-                    continue
+                if self._backlog:
+                    self._decode_backlog_slice()
+                else:
+                    response = self._response
+                    assert response is not None
+                    deadline = self._deadline
+                    if deadline is None:
+                        data = await response.read_chunk()
+                    else:
+                        if deadline < self._timer_at:
+                            self._arm_timer(deadline)
+                        if reader is None:
+                            reader = self._current_task()
+                        self._reader = reader
+                        data = await response.read_chunk()
+                        self._reader = None
+                    self._consume(data)
+            except BaseException as exc:
+                self._reader = None
+                failure = self._read_error(exc)
+                if isinstance(failure, IncompleteStreamError):
+                    if self._closed:
+                        # aclose() from another task broke the read: a deliberate end.
+                        raise StopAsyncIteration from None
+                    if await self._restart(failure):
+                        continue
                 await self.aclose()
-                raise
-            except BaseException:
-                await self.aclose()
-                raise
-        return self._pending.popleft()
+                if failure is exc:
+                    raise
+                raise failure from exc
+            if pending:
+                idle = self._idle
+                if idle is not None:
+                    # _set_content_deadline, inline: this runs for every read with content.
+                    when = self._content_deadline = self._loop_time() + idle
+                    total = self._total_deadline
+                    self._deadline = when if total is None or when < total else total
+                elif not self._seen_content:
+                    self._set_content_deadline(None)  # first_event met; no idle limit after it
+                self._seen_content = True
+        return pending.popleft()
+
+    def _read_error(self, exc: BaseException) -> BaseException:
+        """What a failed read means to the caller: the stream's own timeout (our timer
+        cancelled the read), a broken stream, or ``exc`` itself."""
+        if isinstance(exc, asyncio.CancelledError):
+            if not self._timer_fired:
+                return exc
+            self._timer_fired = False
+            task = asyncio.current_task()
+            # Only our own cancellation is taken back (as asyncio.timeout does): one from
+            # outside still propagates.
+            if task is None or task.uncancel() > self._cancelling_before:
+                return exc
+            phase = self._deadline_phase()
+            url = self._response.url if self._response is not None else None
+            return self._with_partial(
+                StreamTimeoutError(_TIMEOUT_MESSAGES[phase], phase=phase, url=url)
+            )
+        if isinstance(exc, APIConnectionError):
+            return self._with_partial(
+                IncompleteStreamError(f"The stream broke before it ended: {exc.message}")
+            )
+        return exc
+
+    # -- deadlines: one lazily re-armed timer per stream ---------------------------------------
+    #
+    # An `asyncio.timeout` around every read creates, schedules and cancels a timer handle
+    # per read: several microseconds, most of the client's CPU per chunk on a live token
+    # stream. The idle deadline only ever moves later as content arrives, so one timer is
+    # enough: a read re-arms it only when its deadline is earlier than the armed one; when it
+    # fires early (the deadline moved on), it re-arms itself for the current deadline; when
+    # the deadline has passed during a read, it cancels that read, which `_read_error` turns
+    # into StreamTimeoutError.
+
+    def _arm_timer(self, when: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = when
+        # A weak reference: a pending timer must not keep an abandoned stream (and its
+        # connection) alive until the deadline; __del__ releases it.
+        self._timer = asyncio.get_running_loop().call_at(when, _timer_fired, weakref.ref(self))
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = math.inf
+        reader = self._reader
+        if reader is None or self._closed:
+            return  # between reads: the next read arms the timer again
+        deadline = self._deadline
+        if deadline is not None and self._loop_time() < deadline:
+            self._arm_timer(deadline)
+            return
+        self._cancelling_before = reader.cancelling()
+        self._timer_fired = True
+        reader.cancel()
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+            self._timer_at = math.inf
 
     async def _restart(self, error: AsyncClientError) -> bool:
         """Re-send the request after a broken stream, if the caller opted in (``on_restart``).
@@ -237,7 +340,9 @@ class CompletionStream:
             self._closed = True
             raise
         self._framer = SSEDecoder(max_event_size=self._max_event_size)
+        self._framer_fed = False
         self._carry = self._backlog = b""
+        self._held_cr = False
         self._started = False
         self._complete = False
         if accumulator is not None:
@@ -245,99 +350,114 @@ class CompletionStream:
         self._done = False
         self._seen_content = False
         first_event = self._first_event
-        self._content_deadline = (
+        self._set_content_deadline(
             self._loop_time() + first_event if first_event is not None else None
         )
         self._on_restart(StreamRestart(self.restarts, error, discarded))
         return True
 
-    async def _fill(self) -> None:
-        if self._backlog:
-            self._decode_backlog_slice()
-        else:
-            self._consume(await self._read())
-        if self._pending:
-            idle = self._idle
-            if idle is not None:
-                self._content_deadline = self._loop_time() + idle
-            elif not self._seen_content:
-                self._content_deadline = None  # first_event met; no idle limit after it
-            self._seen_content = True
+    def _set_content_deadline(self, when: float | None) -> None:
+        self._content_deadline = when
+        total = self._total_deadline
+        self._deadline = when if total is None or (when is not None and when < total) else total
 
-    async def _read(self) -> bytes:
-        """The next network read (``b""`` at the end), under the stream's deadlines."""
-        response = self._response
-        assert response is not None
-        deadline, phase = self._next_deadline()
-        try:
-            if deadline is None:
-                return await response.read_chunk()
-            async with asyncio.timeout_at(deadline):
-                return await response.read_chunk()
-        except TimeoutError as exc:
-            raise self._with_partial(
-                StreamTimeoutError(_TIMEOUT_MESSAGES[phase], phase=phase, url=response.url)
-            ) from exc
-        except APIConnectionError as exc:
-            raise self._with_partial(
-                IncompleteStreamError(f"The stream broke before it ended: {exc.message}")
-            ) from exc
-
-    def _next_deadline(self) -> tuple[float | None, str]:
+    def _deadline_phase(self) -> str:
+        """Which deadline a read was under: the earlier one, ``total`` on a tie."""
         content = self._content_deadline
         total = self._total_deadline
         if total is not None and (content is None or total <= content):
-            return total, "total"
-        if content is not None:
-            return content, "idle" if self._seen_content else "first_event"
-        return None, ""
+            return "total"
+        return "idle" if self._seen_content else "first_event"
 
     # -- decoding: the plain fast path and the general framer --------------------------------
     #
     # Nearly every OpenAI-compatible server sends "plain" streams: LF line ends and events
     # that are one `data: {json}` line each. For those, the complete events of a read are
     # turned into one JSON array by a single `replace` and decoded by one decoder call, with
-    # no event objects. Anything else (CR, comments, `event:`/`id:` lines, multi-line data,
+    # no event objects. Anything else (a lone CR, comments, `event:`/`id:` lines, multi-line data,
     # a payload that does not decode) goes to the general SSE framer, which produces the exact
-    # events and errors. Each read picks its path anew, whenever the framer holds nothing.
+    # events and errors. CRLF line ends are turned into LF first, which SSE defines as the
+    # same. Each read picks its path anew, whenever the framer holds nothing.
 
     def _consume(self, data: bytes) -> None:
-        framer = self._framer
         carry = self._carry
-        at_end = not data
         if (
             carry
-            and data
             and _LF not in data
             and _CR not in data
-            and len(carry) + len(data) <= min(_MAX_CARRY, self._plain_limit)
+            and data
+            and not self._held_cr
+            and len(carry) + len(data) <= self._carry_limit
         ):
             # Still inside one event (small reads): nothing can complete without a new LF.
             self._carry = carry + data
             return
-        if data and _CR not in data and framer.at_boundary:
-            buffer = carry + data if carry else data
-            # A read larger than max_event_size goes to the framer, which checks each event.
-            cut = buffer.rfind(_BLANK_LINE) if len(buffer) <= self._plain_limit else -2
-            if cut == -1:
-                if len(buffer) <= _MAX_CARRY:
-                    self._carry = buffer  # no complete event yet
-                    return
-            elif cut >= 0 and buffer.startswith(_DATA_PREFIX):
-                if not self._started:
-                    self._started = True
-                    framer.mark_started()
-                self._carry = buffer[cut + 2 :]
-                self._backlog = buffer
-                self._backlog_at = 0
-                self._backlog_end = cut
-                self._decode_backlog_slice()
+        if not data or (self._framer_fed and not self._framer.at_boundary):
+            self._feed_framer(self._take_carry() + data, at_end=not data)
+            return
+        held_cr = self._held_cr
+        if held_cr or _CR in data:
+            # CRLF line ends become LF, which is exactly how SSE reads them, and take the plain
+            # path. A CR that ends a read may be half of a CRLF split across reads: it is held
+            # back until the next read shows. Any other CR is a line end of its own (rare):
+            # the framer takes the raw bytes.
+            plain = data.replace(b"\r\n", b"\n")
+            hold = plain[-1] == _CR
+            if hold:
+                plain = plain[:-1]
+            if (held_cr and data[0] != _LF) or _CR in plain:
+                self._feed_framer(self._take_carry() + data, at_end=False)
                 return
-            data = buffer
-        elif carry:
-            data = carry + data
+            self._held_cr = hold
+            data = plain
+            if not data:
+                return
         self._carry = b""
-        self._feed_framer(data, at_end=at_end)
+        buffer = carry + data if carry else data
+        # A read larger than max_event_size goes to the framer, which checks each event.
+        cut = buffer.rfind(_BLANK_LINE) if len(buffer) <= self._plain_limit else -2
+        if cut == -1 and len(buffer) <= _MAX_CARRY:
+            self._carry = buffer  # no complete event yet
+            return
+        if cut < 0 or not buffer.startswith(_DATA_PREFIX):
+            self._hand_to_framer(buffer)
+            return
+        if not self._started:
+            self._started = True
+            self._framer.mark_started()
+        self._carry = buffer[cut + 2 :]
+        if buffer.find(_LF) == cut:
+            # Exactly one event (a live token stream sends one per read): decode it directly.
+            body = buffer[6:cut]
+            if body == DONE:
+                self._done = self._complete = True
+                return
+            try:
+                chunk = decode_chunk(body)
+            except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError):
+                self._hand_to_framer(buffer)  # not plain after all: the framer finds out why
+                return
+            accumulator = self._accumulator
+            if accumulator is not None:
+                accumulator.add(chunk)
+            self._pending.append(chunk)
+            return
+        self._backlog = buffer
+        self._backlog_at = 0
+        self._backlog_end = cut
+        self._decode_backlog_slice()
+
+    def _take_carry(self) -> bytes:
+        """The plain path's unfinished bytes (with a held CR), for the framer to continue."""
+        carry = self._carry + b"\r" if self._held_cr else self._carry
+        self._carry = b""
+        self._held_cr = False
+        return carry
+
+    def _hand_to_framer(self, buffer: bytes) -> None:
+        """The framer continues from ``buffer``, which already includes the carry."""
+        self._carry = buffer
+        self._feed_framer(self._take_carry(), at_end=False)
 
     def _decode_backlog_slice(self) -> None:
         """Decode the next slice of complete plain events (about 16 KiB of them).
@@ -367,9 +487,8 @@ class CompletionStream:
                 chunks = self._decode_plain(body, several)
         if chunks is None:
             # Not plain after all: the framer takes over from this slice, exactly.
-            rest = backlog[start : self._backlog_end + 2] + self._carry
-            self._backlog = self._carry = b""
-            self._feed_framer(rest, at_end=False)
+            self._backlog = b""
+            self._hand_to_framer(backlog[start : self._backlog_end + 2] + self._carry)
         elif chunks:
             self._queue(chunks)
 
@@ -389,6 +508,7 @@ class CompletionStream:
 
     def _feed_framer(self, data: bytes, *, at_end: bool) -> None:
         framer = self._framer
+        self._framer_fed = True
         try:
             events = framer.feed(data) if data else []
             if at_end:
@@ -452,10 +572,7 @@ class CompletionStream:
     def _queue(self, chunks: list[CompletionChunk]) -> None:
         accumulator = self._accumulator
         if accumulator is not None:
-            if len(chunks) == 1:
-                accumulator.add(chunks[0])  # a live token stream: one event per read
-            else:
-                accumulator.add_many(chunks)
+            accumulator.add_many(chunks)
         self._pending.extend(chunks)
 
     def _fail(self, error: AsyncClientError) -> None:
@@ -539,6 +656,7 @@ class CompletionStream:
             return
         self._closed = True
         self._done = True
+        self._cancel_timer()
         if self._response is not None:
             self._response.release()
 
@@ -556,6 +674,7 @@ class CompletionStream:
     def __del__(self) -> None:
         if not getattr(self, "_closed", True):
             self._closed = True
+            self._cancel_timer()
             if self._response is not None:
                 self._response.release()
             warnings.warn(
@@ -565,6 +684,12 @@ class CompletionStream:
                 stacklevel=1,
                 source=self,
             )
+
+
+def _timer_fired(stream_ref: weakref.ref[CompletionStream]) -> None:
+    stream = stream_ref()
+    if stream is not None:
+        stream._on_timer()
 
 
 def _server_error(data: bytes) -> ServerStreamError:

@@ -17,11 +17,12 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
+from asyncclient._deadlines import Deadlines
 from asyncclient._decode import decode_completion, encode_request
 from asyncclient._streaming import CompletionStream
 from asyncclient._transport import Response, Timeout
 
-from . import floor, variants
+from . import floor
 from .competitors import require
 from .e2e_bench import (
     HEADERS,
@@ -43,8 +44,8 @@ __all__ = ["run_overhead"]
 
 RAW: Final = "raw aiohttp + msgspec (session timeout off)"
 RAW_TIMER: Final = "raw + one asyncio.timeout, rescheduled for the body"
-RAW_AS_OURS: Final = "raw + one timer + ClientTimeout(connect=10) + encode_request"
-RAW_SHARED: Final = "raw + one SharedDeadlines scope (prototype), rescheduled"
+RAW_AS_OURS: Final = "raw + shared deadline + ClientTimeout(connect=10) + encode_request"
+RAW_SHARED: Final = "raw + one deadline on the client's shared timer, moved for the body"
 OURS: Final = "asyncclient, defaults"
 OURS_NO_TIMEOUT: Final = "asyncclient, timeout=None"
 OURS_NO_RETRY: Final = "asyncclient, retry=None"
@@ -54,7 +55,6 @@ STREAM_FLOOR: Final = "floor: raw aiohttp, split + one decode per event"
 RAW_STREAM_FLAT: Final = "raw request + CompletionStream(accumulate=False, no timeouts)"
 RAW_STREAM: Final = "raw request + CompletionStream(no timeouts)"
 RAW_STREAM_TIMED: Final = "raw request + CompletionStream(default Timeout)"
-RAW_LAZY_TIMER: Final = "raw request + LazyTimerStream(default Timeout) (prototype)"
 OURS_FLAT_BARE: Final = "asyncclient, accumulate=False, timeout=None"
 OURS_FLAT: Final = "asyncclient, accumulate=False"
 
@@ -84,20 +84,28 @@ async def _raw(
     )
     endpoint = url + "/v1/completions"
     loop_time = asyncio.get_running_loop().time
-    deadlines = variants.SharedDeadlines()
+    deadlines = Deadlines()
 
     async def request() -> int:
         data = encode_request(_PARAMS) if encode else REQUEST
         if shared_timer:
-            async with deadlines.scope(600.0) as scope:
+            # What the client does: one deadline on its shared timer, moved for the body.
+            deadline = deadlines.start(loop_time() + 600.0)
+            try:
                 response = await session.post(endpoint, data=data, headers=HEADERS, **options)
-                scope.reschedule(loop_time() + 600.0)
+                deadlines.move(deadline, loop_time() + 600.0)
                 body = await response.read()
+            except asyncio.CancelledError:
+                if deadlines.expired(deadline):
+                    raise TimeoutError from None
+                raise
+            finally:
+                deadlines.finish(deadline)
         elif timer:
-            # What the client does: one timer for the headers, rescheduled for the body.
-            async with asyncio.timeout(600.0) as deadline:
+            # One asyncio.timeout for the headers, rescheduled for the body.
+            async with asyncio.timeout(600.0) as timer_scope:
                 response = await session.post(endpoint, data=data, headers=HEADERS, **options)
-                deadline.reschedule(loop_time() + 600.0)
+                timer_scope.reschedule(loop_time() + 600.0)
                 body = await response.read()
         else:
             response = await session.post(endpoint, data=data, headers=HEADERS, **options)
@@ -135,7 +143,6 @@ async def _raw_with_stream(
     *,
     accumulate: bool,
     timeout: Timeout | None,
-    stream_type: type[CompletionStream] = CompletionStream,
 ) -> AsyncIterator[tuple[Operation, Operation]]:
     """A raw aiohttp request whose body is read by the library's :class:`CompletionStream`:
     the stream object's cost without the client's request machinery."""
@@ -151,7 +158,7 @@ async def _raw_with_stream(
     async def stream() -> int:
         response = await session.post(endpoint, data=STREAM_REQUEST, headers=HEADERS)
         count = 0
-        async with stream_type(
+        async with CompletionStream(
             Response(response, endpoint), timeout=timeout, accumulate=accumulate
         ) as chunks:
             async for _ in chunks:
@@ -169,7 +176,10 @@ def request_ladder() -> list[Client]:
         Client(RAW, _raw),
         Client(RAW_TIMER, functools.partial(_raw, timer=True)),
         Client(RAW_SHARED, functools.partial(_raw, shared_timer=True)),
-        Client(RAW_AS_OURS, functools.partial(_raw, timer=True, client_timeout=True, encode=True)),
+        Client(
+            RAW_AS_OURS,
+            functools.partial(_raw, shared_timer=True, client_timeout=True, encode=True),
+        ),
         Client(OURS_BARE, functools.partial(_ours, timeout=False, retry=False)),
         Client(OURS_NO_TIMEOUT, functools.partial(_ours, timeout=False)),
         Client(OURS_NO_RETRY, functools.partial(_ours, retry=False)),
@@ -187,15 +197,6 @@ def stream_ladder() -> list[Client]:
         Client(
             RAW_STREAM_TIMED,
             functools.partial(_raw_with_stream, accumulate=True, timeout=Timeout()),
-        ),
-        Client(
-            RAW_LAZY_TIMER,
-            functools.partial(
-                _raw_with_stream,
-                accumulate=True,
-                timeout=Timeout(),
-                stream_type=variants.LazyTimerStream,
-            ),
         ),
         Client(OURS_FLAT_BARE, functools.partial(_ours, accumulate=False, timeout=False)),
         Client(OURS_FLAT, functools.partial(_ours, accumulate=False)),

@@ -17,9 +17,9 @@ from asyncclient._decode import DONE, decode_chunk, decode_chunks
 from asyncclient._models import CompletionChunk
 from asyncclient._sse import SSEDecoder
 from asyncclient._streaming import CompletionStream
-from asyncclient._transport import Response, Timeout
+from asyncclient._transport import DEFAULT_TIMEOUT, Response, Timeout
 
-from . import floor, variants
+from . import floor
 from .competitors import Missing, require
 from .harness import Case, Mode, Table, measure, median, ratio_text
 from .payloads import CHUNKINGS, EventStream, chunk_stream, event_stream
@@ -30,8 +30,7 @@ StreamRun = Callable[[list[bytes]], int]
 
 OURS: Final = "asyncclient (CompletionStream)"
 OURS_FLAT: Final = "asyncclient (CompletionStream, accumulate=False)"
-OURS_TIMED: Final = "asyncclient (CompletionStream, default Timeout: a timer per read)"
-LAZY_TIMER: Final = "prototype: LazyTimerStream, default Timeout (one timer per stream)"
+OURS_UNTIMED: Final = "asyncclient (CompletionStream, timeout=None)"
 OURS_SANS_IO: Final = "asyncclient plain path, sans-IO (no accumulator)"
 FRAMER_PATH: Final = "asyncclient framer path (SSEDecoder + decode_chunks)"
 FLOOR: Final = "floor: bytes framer + msgspec"
@@ -117,16 +116,14 @@ class _PiecesResponse:
 
 
 def _real_stream_runner(
-    accumulate: bool = True,
-    timeout: Timeout | None = None,
-    stream_type: type[CompletionStream] = CompletionStream,
+    accumulate: bool = True, timeout: Timeout | None = DEFAULT_TIMEOUT
 ) -> StreamRun:
-    """A real :class:`CompletionStream` over the pieces; by default without timeouts (the
-    client's default ``Timeout`` adds an idle timer around every read)."""
+    """A real :class:`CompletionStream` over the pieces, with the client's defaults (an idle
+    deadline on every read) unless told otherwise."""
     loop = asyncio.new_event_loop()
 
     async def consume(pieces: list[bytes]) -> int:
-        stream = stream_type(
+        stream = CompletionStream(
             cast(Response, _PiecesResponse(pieces)), accumulate=accumulate, timeout=timeout
         )
         count = 0
@@ -271,12 +268,8 @@ def stream_competitors() -> list[StreamCompetitor]:
 def design_variants() -> list[StreamCompetitor]:
     """Where a stream's time goes: the iterator, the accumulator, the decode paths."""
     return [
-        StreamCompetitor(OURS_TIMED, lambda: _real_stream_runner(timeout=Timeout())),
-        StreamCompetitor(
-            LAZY_TIMER,
-            lambda: _real_stream_runner(timeout=Timeout(), stream_type=variants.LazyTimerStream),
-        ),
         StreamCompetitor(OURS, _real_stream_runner),
+        StreamCompetitor(OURS_UNTIMED, lambda: _real_stream_runner(timeout=None)),
         StreamCompetitor(OURS_FLAT, lambda: _real_stream_runner(accumulate=False)),
         StreamCompetitor(OURS_SANS_IO, _plain_path_runner),
         StreamCompetitor(FRAMER_PATH, lambda: framer_path),

@@ -4,27 +4,20 @@ The suite itself is not part of CI's timed tests: these run it in ``--smoke`` mo
 seconds, once with the competitors that happen to be installed and once with every optional
 competitor hidden, which must give skip lines, not a crash. The prototypes in
 ``benchmarks/variants.py`` must give the library's answers: the byte-search lazy decoder the
-same completion as ``decode_completion_lazy`` and ``decode_completion``, and the shared
-deadlines the behaviour of ``asyncio.timeout``.
+same completion as ``decode_completion_lazy`` and ``decode_completion``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
 import subprocess
 import sys
-from collections.abc import Mapping
 from pathlib import Path
-from typing import cast
 
 import msgspec
 import pytest
 
 from asyncclient._decode import decode_completion, decode_completion_lazy
-from asyncclient._exceptions import StreamTimeoutError
-from asyncclient._streaming import CompletionStream
-from asyncclient._transport import Response, Timeout
 from benchmarks import variants
 from benchmarks.payloads import body, event_stream
 
@@ -173,198 +166,3 @@ def test_lazy_prototype_takes_the_byte_search_path_on_the_large_body(
         completion.choices[0].logprobs()
         == decode_completion(body("large").data).choices[0].logprobs
     )
-
-
-# -- SharedDeadlines behaves like asyncio.timeout ------------------------------------------
-
-
-async def test_shared_deadline_raises_timeout_error() -> None:
-    deadlines = variants.SharedDeadlines()
-    never = asyncio.Event()
-    async with asyncio.timeout(10):  # bound the test if the prototype failed to fire
-        with pytest.raises(TimeoutError):
-            async with deadlines.scope(0.01):
-                await never.wait()
-    assert not deadlines._scopes
-
-
-async def test_shared_deadline_leaves_finished_work_alone() -> None:
-    deadlines = variants.SharedDeadlines()
-    async with deadlines.scope(60.0) as scope:
-        await asyncio.sleep(0)
-        scope.reschedule(None)
-        await asyncio.sleep(0)
-    assert not scope.expired
-    assert not deadlines._scopes
-
-
-async def test_shared_deadline_reschedule_to_an_earlier_time_fires() -> None:
-    deadlines = variants.SharedDeadlines()
-    loop = asyncio.get_running_loop()
-    never = asyncio.Event()
-
-    async def wait_past_the_new_deadline() -> None:
-        async with deadlines.scope(600.0) as scope:
-            scope.reschedule(loop.time() + 0.01)
-            await never.wait()
-
-    async with asyncio.timeout(10):
-        with pytest.raises(TimeoutError):
-            await wait_past_the_new_deadline()
-
-
-async def test_shared_deadline_fires_only_overdue_scopes() -> None:
-    deadlines = variants.SharedDeadlines()
-    never = asyncio.Event()
-    finished = asyncio.Event()
-
-    async def short() -> str:
-        try:
-            async with deadlines.scope(0.01):
-                await never.wait()
-        except TimeoutError:
-            return "timed out"
-        return "finished"
-
-    async def long() -> str:
-        async with deadlines.scope(60.0):
-            await finished.wait()
-        return "finished"
-
-    async with asyncio.timeout(10):
-        long_task = asyncio.create_task(long())
-        assert await short() == "timed out"
-        finished.set()
-        assert await long_task == "finished"
-
-
-async def test_outside_cancellation_is_not_turned_into_a_timeout() -> None:
-    deadlines = variants.SharedDeadlines()
-    started = asyncio.Event()
-
-    async def waiter() -> None:
-        async with deadlines.scope(60.0):
-            started.set()
-            await asyncio.Event().wait()
-
-    async with asyncio.timeout(10):
-        task = asyncio.create_task(waiter())
-        await started.wait()
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
-
-
-# -- LazyTimerStream behaves like CompletionStream ------------------------------------------
-
-
-class _HangingResponse:
-    """Pieces of a body, then a read that never returns (until cancelled)."""
-
-    status = 200
-    headers: Mapping[str, str] = {"Content-Type": "text/event-stream"}
-    url = "http://127.0.0.1/v1/completions"
-
-    def __init__(self, pieces: list[bytes], *, hang: bool) -> None:
-        self._pieces = list(pieces)
-        self._hang = hang
-        self.reading = asyncio.Event()
-
-    @property
-    def at_eof(self) -> bool:
-        return not self._pieces and not self._hang
-
-    async def read_chunk(self) -> bytes:
-        if self._pieces:
-            return self._pieces.pop(0)
-        if self._hang:
-            self.reading.set()
-            await asyncio.Event().wait()
-        return b""
-
-    def release(self) -> None:
-        self._pieces.clear()
-
-
-async def _run_stream(
-    stream_type: type[CompletionStream], pieces: list[bytes], *, hang: bool, timeout: Timeout
-) -> tuple[list[str], str | None, str | None, str]:
-    # The client turns Timeout.total into an absolute deadline; so does this helper.
-    total = timeout.total
-    stream = stream_type(
-        cast(Response, _HangingResponse(pieces, hang=hang)),
-        timeout=timeout,
-        total_deadline=asyncio.get_running_loop().time() + total if total is not None else None,
-    )
-    texts: list[str] = []
-    error: str | None = None
-    phase: str | None = None
-    partial = ""
-    try:
-        async with asyncio.timeout(10), stream:
-            async for chunk in stream:
-                texts.append("".join(choice.text for choice in chunk.choices))
-    except StreamTimeoutError as exc:
-        error, phase, partial = type(exc).__name__, exc.phase, exc.partial_text
-    return texts, error, phase, partial
-
-
-STREAM = event_stream(30).data
-EVENTS = [block + b"\n\n" for block in STREAM.split(b"\n\n") if block]
-
-
-@pytest.mark.parametrize(
-    ("pieces", "hang", "timeout"),
-    [
-        (EVENTS, False, Timeout()),
-        ([STREAM], False, Timeout()),
-        ([STREAM[i : i + 97] for i in range(0, len(STREAM), 97)], False, Timeout(idle=60.0)),
-        ([], True, Timeout(idle=0.01)),
-        (EVENTS[:5], True, Timeout(idle=0.01)),
-        (EVENTS[:5], True, Timeout(first_event=60.0, idle=0.01)),
-        (EVENTS[:5], True, Timeout(idle=60.0, total=0.01)),
-    ],
-    ids=["per-event", "whole", "97", "first-event", "idle", "idle-after-first", "total"],
-)
-async def test_lazy_timer_stream_matches_completion_stream(
-    pieces: list[bytes], hang: bool, timeout: Timeout
-) -> None:
-    expected = await _run_stream(CompletionStream, pieces, hang=hang, timeout=timeout)
-    got = await _run_stream(variants.LazyTimerStream, pieces, hang=hang, timeout=timeout)
-    assert got == expected
-    assert (expected[1] is not None) == hang
-
-
-async def test_lazy_timer_rearms_instead_of_firing_before_the_deadline() -> None:
-    response = _HangingResponse([], hang=True)
-    stream = variants.LazyTimerStream(cast(Response, response), timeout=Timeout(idle=600.0))
-    reader = asyncio.create_task(stream.__anext__())
-    async with asyncio.timeout(10):
-        await response.reading.wait()
-    stream._on_timer()  # early: the deadline is 600 s away
-    await asyncio.sleep(0)
-    assert not reader.done()
-    assert stream._timer is not None
-    reader.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await reader
-    await stream.aclose()
-    assert stream._timer is None
-
-
-async def test_lazy_timer_lets_outside_cancellation_through() -> None:
-    response = _HangingResponse(EVENTS[:3], hang=True)
-    stream = variants.LazyTimerStream(cast(Response, response), timeout=Timeout(idle=600.0))
-
-    async def consume() -> None:
-        async with stream:
-            async for _ in stream:
-                pass
-
-    task = asyncio.create_task(consume())
-    async with asyncio.timeout(10):
-        await response.reading.wait()
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    assert stream.closed

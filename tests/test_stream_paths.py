@@ -115,9 +115,12 @@ events = st.lists(
 )
 
 
-def render(spec: list[tuple[str, int, str]], newline: bytes, done: bool) -> bytes:
+def render(spec: list[tuple[str, int, str]], newline: bytes | list[bytes], done: bool) -> bytes:
+    """The body for ``spec``; a list of newlines is used in turn, one per event."""
+    newlines = itertools.cycle([newline] if isinstance(newline, bytes) else newline)
     out = []
     for kind, index, text in spec:
+        newline = next(newlines)
         if kind == "chunk":
             out.append(b"data: " + chunk_event(index, text) + newline * 2)
         elif kind == "comment":
@@ -131,7 +134,7 @@ def render(spec: list[tuple[str, int, str]], newline: bytes, done: bool) -> byte
         else:
             out.append(b"data: {not json" + newline * 2)
     if done:
-        out.append(b"data: [DONE]" + newline * 2)
+        out.append(b"data: [DONE]" + next(newlines) * 2)
     return b"".join(out)
 
 
@@ -150,6 +153,52 @@ async def test_any_stream_any_chunking_matches_the_framer(
     texts, error = await run(cut(body, points))
     assert texts == expected_texts
     assert (type(error) if error is not None else None) is expected_error
+
+
+@settings(max_examples=250, deadline=None)
+@given(
+    spec=events,
+    newlines=st.lists(st.sampled_from([b"\n", b"\r\n", b"\r"]), min_size=1, max_size=4),
+    done=st.booleans(),
+    points=st.lists(st.integers(0, 10_000), max_size=10),
+)
+async def test_mixed_line_ends_any_chunking_match_the_framer(
+    spec: list[tuple[str, int, str]], newlines: list[bytes], done: bool, points: list[int]
+) -> None:
+    # CRLF takes the plain path as LF, a CR ending a read waits for the next one, and a lone
+    # CR hands the stream to the framer: every mix and split must come out the same.
+    body = render(spec, newlines, done)
+    expected_texts, expected_error = reference(body)
+    texts, error = await run(cut(body, points))
+    assert texts == expected_texts
+    assert (type(error) if error is not None else None) is expected_error
+
+
+async def test_crlf_streams_stay_on_the_plain_path_split_anywhere() -> None:
+    body = b"".join(b"data: " + chunk_event(0, f"{i}") + b"\r\n\r\n" for i in range(5))
+    body += b"data: [DONE]\r\n\r\n"
+    for pieces in (
+        [body[i : i + 1] for i in range(len(body))],
+        [piece + b"\r" for piece in body.split(b"\r")[:-1]] + [body.split(b"\r")[-1]],
+        [piece + b"\n" for piece in body.split(b"\n")[:-1]] + [body.split(b"\n")[-1]],
+    ):
+        response = FakeResponse(pieces)
+        stream = CompletionStream(cast(Response, response))
+        async with stream:
+            texts = [chunk.choices[0].text async for chunk in stream]
+        assert texts == [f"{i}" for i in range(5)]
+        assert not stream._framer_fed
+
+
+async def test_a_cr_ending_the_body_is_a_line_end() -> None:
+    body = b"data: " + chunk_event(0, "a") + b"\r\rdata: [DONE]\r\r"
+    texts, error = await run([body[:-1], body[-1:]])
+    assert error is None
+    assert texts == ["0:a"]
+    # The held CR completes the blank line at the end of the body: the event is dispatched.
+    texts, error = await run([b"data: " + chunk_event(0, "a") + b"\r", b"\r"])
+    assert isinstance(error, IncompleteStreamError)
+    assert texts == ["0:a"]
 
 
 @settings(max_examples=60, deadline=None)
