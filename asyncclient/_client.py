@@ -26,6 +26,7 @@ import msgspec
 
 from ._accumulate import chunk_from_completion
 from ._batch import DEFAULT_CONCURRENCY, DEFAULT_MAX_RETRIES, BatchJob, BatchSource
+from ._deadlines import Deadlines
 from ._decode import decode_completion, decode_completion_lazy, decode_error, encode_request
 from ._exceptions import (
     APIStatusError,
@@ -152,7 +153,7 @@ class CreateArgs(CompletionParams, RequestOptions, total=False):
     """The keyword arguments of ``create``: request fields plus per-call options."""
 
 
-_OPTION_NAMES: Final = tuple(RequestOptions.__annotations__)
+_OPTION_NAMES: Final = frozenset(RequestOptions.__annotations__)
 
 
 def _authorization(api_key: str) -> str:
@@ -208,6 +209,8 @@ class AsyncClient:
         self._transport = Transport(
             session=session, max_connections=max_connections, verify_tls=verify_tls
         )
+        self._deadlines = Deadlines()
+        self._default_options: _CallOptions | None = None
         headers = {
             "Content-Type": "application/json",
             "User-Agent": f"asyncclient/{__version__} Python/{platform.python_version()}",
@@ -231,6 +234,7 @@ class AsyncClient:
 
     async def aclose(self) -> None:
         """Close the connection pool (a borrowed session is left open). Idempotent."""
+        self._deadlines.close()
         await self._transport.aclose()
 
     async def __aenter__(self) -> Self:
@@ -247,6 +251,21 @@ class AsyncClient:
     # -- the request cycle, shared by every resource -----------------------------------------
 
     def _options(self, options: RequestOptions) -> _CallOptions:
+        if not options:
+            # The common call passes no option: the client's defaults, built once (rebuilt
+            # if the client's attributes were changed since).
+            defaults = self._default_options
+            if (
+                defaults is None
+                or defaults.timeout is not self.timeout
+                or defaults.retry is not self.retry
+                or defaults.url != self.base_url + self.path
+            ):
+                defaults = self._default_options = self._build_options(options)
+            return defaults
+        return self._build_options(options)
+
+    def _build_options(self, options: RequestOptions) -> _CallOptions:
         timeout = options.get("timeout", NOT_GIVEN)
         retry = options.get("retry", NOT_GIVEN)
         path = options.get("path")
@@ -266,9 +285,10 @@ class AsyncClient:
         """Split ``create``'s keyword arguments into the encoded body and the call options."""
         params = dict(arguments)
         options: dict[str, Any] = {}
-        for name in _OPTION_NAMES:
-            if name in params:
-                options[name] = params.pop(name)
+        if not _OPTION_NAMES.isdisjoint(params):
+            for name in _OPTION_NAMES:
+                if name in params:
+                    options[name] = params.pop(name)
         if stream:
             params["stream"] = True
         for name, value in params.items():
@@ -316,9 +336,9 @@ class AsyncClient:
         timeout = options.timeout
         headers = self._headers(stream, options)
         transport = self._transport
+        deadlines = self._deadlines
         loop_time = asyncio.get_running_loop().time
         started = loop_time()
-        log = AttemptLog()
         responses: list[Response] = []
 
         decode_body: Callable[[bytes], Completion | LazyCompletion] = (
@@ -326,24 +346,38 @@ class AsyncClient:
         )
 
         async def attempt(number: int) -> Completion | LazyCompletion | Response:
-            # One timer per attempt: first the wait for headers, then (rescheduled) the body.
+            # One deadline per attempt, on the client's shared timer: first the wait for
+            # headers, then (moved) the body.
             waiting_for = "headers"
+            limit = timeout.headers
+            deadline = deadlines.start(loop_time() + limit) if limit is not None else None
             try:
-                async with asyncio.timeout(timeout.headers) as timer:
-                    response = await transport.send(
-                        url, body=body, headers=headers, connect_timeout=timeout.connect
-                    )
-                    if response.status >= 300:
-                        raise await _status_error(response)
-                    responses.append(response)
-                    is_stream = response.content_type == "text/event-stream"
-                    if not is_stream:
-                        waiting_for = "body"
-                        idle = timeout.idle
-                        timer.reschedule(loop_time() + idle if idle is not None else None)
-                        raw = await response.read(limit=self.max_body_size)
-            except TimeoutError as exc:
-                raise _timeout_error(waiting_for, url, timeout) from exc
+                response = await transport.send(
+                    url, body=body, headers=headers, connect_timeout=timeout.connect
+                )
+                if response.status >= 300:
+                    raise await _status_error(response)
+                responses.append(response)
+                is_stream = response.content_type == "text/event-stream"
+                if not is_stream:
+                    waiting_for = "body"
+                    idle = timeout.idle
+                    if idle is None:
+                        if deadline is not None:
+                            deadlines.finish(deadline)
+                            deadline = None
+                    elif deadline is None:
+                        deadline = deadlines.start(loop_time() + idle)
+                    else:
+                        deadlines.move(deadline, loop_time() + idle)
+                    raw = await response.read(limit=self.max_body_size)
+            except asyncio.CancelledError:
+                if deadline is not None and deadlines.expired(deadline):
+                    raise _timeout_error(waiting_for, url, timeout) from None
+                raise
+            finally:
+                if deadline is not None:
+                    deadlines.finish(deadline)
             if not is_stream:
                 return _decode_body(response, raw, decode_body)
             if stream:
@@ -357,9 +391,24 @@ class AsyncClient:
                 return decode_completion_lazy(_encoder.encode(completion))
             return completion
 
+        log: AttemptLog | None = None
         if timeout.total is None:
-            outcome = await run_with_retries(options.retry, attempt, retry_classification, log=log)
+            try:
+                # The first attempt outside the retry loop: most calls need no other.
+                outcome = await attempt(1)
+            except Exception as error:
+                log = AttemptLog()
+                outcome = await run_with_retries(
+                    options.retry,
+                    attempt,
+                    retry_classification,
+                    log=log,
+                    first_failure=error,
+                    clock=loop_time,
+                    started=started,
+                )
         else:
+            log = AttemptLog()
             async with deadline(timeout.total, url):
                 outcome = await run_with_retries(
                     options.retry, attempt, retry_classification, log=log
@@ -371,8 +420,8 @@ class AsyncClient:
             status_code=last.status,
             headers=last.headers,
             request_id=request_id_from(last.headers),
-            attempts=log.attempts,
-            retry_waits=log.waits,
+            attempts=log.attempts if log is not None else 1,
+            retry_waits=log.waits if log is not None else (),
             elapsed=loop_time() - started,
         )
         if isinstance(outcome, Response):

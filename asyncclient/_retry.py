@@ -353,6 +353,8 @@ async def run_with_retries(
     wall_clock: Clock = time.time,
     log: AttemptLog | None = None,
     logger: logging.Logger = _logger,
+    first_failure: Exception | None = None,
+    started: float | None = None,
 ) -> T:
     """Call ``attempt_fn(attempt_number)`` until it succeeds or :func:`decide` says stop.
 
@@ -365,8 +367,11 @@ async def run_with_retries(
 
     ``clock`` measures the budget (monotonic); ``wall_clock`` reads HTTP-date
     ``Retry-After`` values; ``sleep`` defaults to ``asyncio.sleep``. Pass ``log`` to read the
-    attempts and waits after a success. Each retry is logged at DEBUG with the attempt
-    number, the reason and the wait; headers are never logged (they may hold credentials).
+    attempts and waits after a success. A caller that made the first attempt itself (the
+    cheap path when it succeeds) passes its error as ``first_failure`` and its start time on
+    ``clock`` as ``started``: the loop then continues from that failure. Each retry is
+    logged at DEBUG with the attempt number, the reason and the wait; headers are never
+    logged (they may hold credentials).
     """
     if sleep is None:
         # Imported here so that the rest of this module stays free of any event loop.
@@ -374,11 +379,15 @@ async def run_with_retries(
 
         sleep = asyncio.sleep
     attempts = AttemptLog() if log is None else log
-    started = clock()
+    if started is None:
+        started = clock()
     attempt = 1
     while True:
         attempts.attempts = attempt
         try:
+            if first_failure is not None:
+                failure, first_failure = first_failure, None
+                raise failure
             return await attempt_fn(attempt)
         except Exception as error:
             classified = classify(error)

@@ -131,12 +131,13 @@ class Response:
     exit path.
     """
 
-    __slots__ = ("_failure", "_released", "_response", "headers", "status", "url")
+    __slots__ = ("_content_type", "_failure", "_released", "_response", "headers", "status", "url")
 
     def __init__(self, response: aiohttp.ClientResponse, url: str) -> None:
         self._response = response
         self._released = False
         self._failure: AsyncClientError | None = None
+        self._content_type: str | None = None
         self.status: int = response.status
         self.headers: Mapping[str, str] = response.headers
         self.url = url
@@ -144,8 +145,11 @@ class Response:
     @property
     def content_type(self) -> str:
         """The media type without parameters, lower case (``""`` when missing)."""
-        raw = self.headers.get("Content-Type", "")
-        return raw.partition(";")[0].strip().lower()
+        content_type = self._content_type
+        if content_type is None:
+            raw = self.headers.get("Content-Type", "")
+            content_type = self._content_type = raw.partition(";")[0].strip().lower()
+        return content_type
 
     @property
     def reason(self) -> str:
@@ -161,32 +165,32 @@ class Response:
         Past ``limit`` bytes (counted after decompression) it raises
         :class:`ResponseTooLargeError`, or with ``truncate`` returns the first ``limit`` bytes.
         """
+        response = self._response
         try:
-            return await self._read(limit, truncate)
+            if limit is None:
+                return await response.read()
+            declared = response.content_length
+            if (
+                declared is not None
+                and declared <= limit
+                and "Content-Encoding" not in self.headers
+            ):
+                return await response.read()  # the common case: one read, size known
+            # Chunked or compressed (Content-Length is then the compressed size): count the
+            # decompressed bytes as they come.
+            body = bytearray()
+            content = response.content
+            while piece := await content.readany():
+                body += piece
+                if len(body) > limit:
+                    if truncate:
+                        return bytes(body[:limit])
+                    raise self._too_large(limit)
+            return bytes(body)
         except _TRANSLATED as exc:
             raise _map_error(exc, self.url, "body read") from exc
         finally:
             self.release()
-
-    async def _read(self, limit: int | None, truncate: bool) -> bytes:
-        response = self._response
-        if limit is None:
-            return await response.read()
-        declared = response.content_length
-        encoded = "Content-Encoding" in response.headers
-        if declared is not None and not encoded and declared <= limit:
-            return await response.read()  # the common case: one read, size known
-        # Chunked or compressed (Content-Length is then the compressed size): count the
-        # decompressed bytes as they come.
-        body = bytearray()
-        content = response.content
-        while piece := await content.readany():
-            body += piece
-            if len(body) > limit:
-                if truncate:
-                    return bytes(body[:limit])
-                raise self._too_large(limit)
-        return bytes(body)
 
     def _too_large(self, limit: int) -> ResponseTooLargeError:
         return ResponseTooLargeError(

@@ -124,6 +124,8 @@ class Fault(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     drop_before_headers: bool = False
     """Read the request, then close the connection without any response."""
     headers_delay: float = 0.0
+    body_delay: float = 0.0
+    """Plain body: send the headers and half the body, wait this long, then the rest."""
     """Seconds to wait before sending the response headers."""
     cut_after_events: int | None = None
     """Stream: send N content events, then close the connection (no ``[DONE]``)."""
@@ -778,12 +780,20 @@ class GatewayEmulator:
             body = zlib.compress(body, wbits=31)
             headers["Content-Encoding"] = "gzip"
         cut = fault.cut_after_bytes if fault is not None else None
-        if cut is None:
+        delay = fault.body_delay if fault is not None else 0.0
+        if cut is None and not delay:
             return web.Response(status=status, body=body, headers=headers)
         resp = web.StreamResponse(status=status, headers=headers)
         resp.content_length = len(body)
         try:
             await resp.prepare(request)
+            if cut is None:
+                half = len(body) // 2
+                await resp.write(body[:half])
+                await asyncio.sleep(delay)
+                await resp.write(body[half:])
+                await resp.write_eof()
+                return resp
             if cut > 0:
                 await resp.write(body[:cut])
         except ConnectionError:

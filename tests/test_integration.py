@@ -32,6 +32,7 @@ from asyncclient import (
     NotFoundError,
     PermissionDeniedError,
     RateLimitError,
+    ReadTimeoutError,
     ResponseDecodeError,
     ServerStreamError,
     StreamDecodeError,
@@ -723,6 +724,18 @@ async def test_headers_timeout(client: AsyncClient, emulator: GatewayEmulator) -
     assert type(error) is HeadersTimeoutError
     assert error.phase == "headers"
     assert isinstance(error, APIConnectionError)
+
+
+async def test_body_read_timeout(client: AsyncClient, emulator: GatewayEmulator) -> None:
+    # The headers arrive in time; the body then stalls past Timeout.idle.
+    emulator.inject(Fault(body_delay=1.0))
+    error = await caught(
+        client.completions.create(model=MODEL, prompt=PROMPT, timeout=Timeout(idle=0.2))
+    )
+    assert type(error) is ReadTimeoutError
+    assert error.phase == "idle"
+    emulator.inject(Fault(body_delay=0.05))
+    assert (await client.completions.create(model=MODEL, prompt=PROMPT)).text
 
 
 async def test_total_deadline(client: AsyncClient, emulator: GatewayEmulator) -> None:

@@ -456,6 +456,47 @@ async def test_503_then_success() -> None:
     assert log.give_up_reason is None
 
 
+async def test_a_first_attempt_made_by_the_caller_continues_in_the_loop() -> None:
+    # The client makes attempt 1 itself and hands its failure over; the loop goes on from
+    # attempt 2, with the budget counted from the caller's start.
+    fake = FakeTime()
+    script = Script("done")
+    log = AttemptLog()
+    result = await run_with_retries(
+        NO_JITTER,
+        lambda attempt: script(attempt - 1),
+        classify,
+        clock=fake.clock,
+        sleep=fake.sleep,
+        log=log,
+        first_failure=StatusFailure(503),
+        started=fake.now,
+    )
+    assert result == "done"
+    assert script.attempts == [1]  # called once, for attempt 2
+    assert log.attempts == 2
+    assert log.failures == [AttemptRecord(1, 503, 0.5)]
+
+
+async def test_a_first_failure_past_the_budget_is_raised_with_the_log() -> None:
+    fake = FakeTime()
+    script = Script("never")
+    failure = StatusFailure(503)
+    with pytest.raises(StatusFailure) as caught:
+        await run_with_retries(
+            RetryPolicy(budget=10.0),
+            script,
+            classify,
+            clock=fake.clock,
+            sleep=fake.sleep,
+            first_failure=failure,
+            started=fake.now - 60.0,
+        )
+    assert caught.value is failure
+    assert script.attempts == []
+    assert caught.value.attempt_log.attempts == 1  # type: ignore[attr-defined]
+
+
 async def test_retry_after_is_slept() -> None:
     fake = FakeTime()
     script = Script(StatusFailure(429, {"Retry-After": "2"}), "done")
