@@ -154,6 +154,8 @@ class CreateArgs(CompletionParams, RequestOptions, total=False):
 
 
 _OPTION_NAMES: Final = frozenset(RequestOptions.__annotations__)
+_NO_HEADERS: Final[Mapping[str, str]] = {}
+_SSE_ACCEPT: Final[Mapping[str, str]] = {"Accept": "text/event-stream"}
 
 
 def _authorization(api_key: str) -> str:
@@ -206,11 +208,6 @@ class AsyncClient:
         self.max_body_size = max_body_size
         self.idempotency_keys = idempotency_keys
         self._api_key = api_key
-        self._transport = Transport(
-            session=session, max_connections=max_connections, verify_tls=verify_tls
-        )
-        self._deadlines = Deadlines()
-        self._default_options: _CallOptions | None = None
         headers = {
             "Content-Type": "application/json",
             "User-Agent": f"asyncclient/{__version__} Python/{platform.python_version()}",
@@ -219,8 +216,14 @@ class AsyncClient:
             headers["Authorization"] = _authorization(api_key)
         if default_headers:
             headers.update(default_headers)
-        self._json_headers: Mapping[str, str] = {**headers, "Accept": "application/json"}
-        self._sse_headers: Mapping[str, str] = {**headers, "Accept": "text/event-stream"}
+        self._transport = Transport(
+            session=session,
+            max_connections=max_connections,
+            verify_tls=verify_tls,
+            headers={**headers, "Accept": "application/json"},
+        )
+        self._deadlines = Deadlines()
+        self._default_options: _CallOptions | None = None
         self.completions = Completions(self)
 
     def __repr__(self) -> str:
@@ -302,7 +305,9 @@ class AsyncClient:
         return body, self._options(cast(RequestOptions, options))
 
     def _headers(self, stream: bool, options: _CallOptions) -> Mapping[str, str]:
-        headers = self._sse_headers if stream else self._json_headers
+        """This call's headers on top of the transport's (which carry the key and JSON's
+        ``Accept``)."""
+        headers = _SSE_ACCEPT if stream else _NO_HEADERS
         key = options.idempotency_key
         if key is None and self.idempotency_keys:
             key = f"asyncclient-{uuid.uuid4().hex}"

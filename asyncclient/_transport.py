@@ -237,6 +237,7 @@ class Transport:
         session: aiohttp.ClientSession | None = None,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         verify_tls: bool = True,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         if not verify_tls:
             logger.warning(
@@ -248,6 +249,10 @@ class Transport:
         self._owns_session = session is None
         self._max_connections = max_connections
         self._verify_tls = verify_tls
+        # Headers sent with every request. An owned session carries them as its defaults
+        # (aiohttp copies them in C), which costs less per request than passing them each
+        # time; a borrowed session gets them merged into each request's headers.
+        self._default_headers: Mapping[str, str] = dict(headers or {})
         self._closed = False
 
     @property
@@ -279,6 +284,7 @@ class Transport:
                 connector=connector,
                 timeout=aiohttp.ClientTimeout(total=None),
                 auto_decompress=True,
+                headers=self._default_headers,
             )
         return self._session
 
@@ -290,7 +296,8 @@ class Transport:
         headers: Mapping[str, str],
         connect_timeout: float | None,
     ) -> Response:
-        """POST ``body``; return once the response headers are in.
+        """POST ``body`` with the transport's headers plus ``headers``; return once the
+        response headers are in.
 
         Only the connect timeout is applied here; the caller bounds the wait for headers
         (one timer per call, shared with the body read). Socket read timeouts stay off:
@@ -299,6 +306,8 @@ class Transport:
         comes back as a status error, so ``Authorization`` is never replayed to another host.
         """
         session = self._get_session()
+        if not self._owns_session and self._default_headers:
+            headers = {**self._default_headers, **headers}
         client_timeout = self._client_timeouts.get(connect_timeout)
         if client_timeout is None:
             client_timeout = self._client_timeouts[connect_timeout] = aiohttp.ClientTimeout(
@@ -306,7 +315,11 @@ class Transport:
             )
         try:
             response = await session.post(
-                url, data=body, headers=headers, timeout=client_timeout, allow_redirects=False
+                url,
+                data=body,
+                headers=headers or None,
+                timeout=client_timeout,
+                allow_redirects=False,
             )
         except _TRANSLATED as exc:
             raise _map_error(exc, url, "request") from exc

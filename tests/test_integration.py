@@ -257,6 +257,27 @@ async def test_headers_of_a_stream(client: AsyncClient, emulator: GatewayEmulato
     assert headers["user-agent"].startswith("asyncclient/")
 
 
+async def test_a_borrowed_session_sends_the_same_headers(emulator: GatewayEmulator) -> None:
+    # An owned session carries the client's headers as its defaults; a borrowed one gets
+    # them on every request instead. The wire must not tell the difference.
+    async with (
+        aiohttp.ClientSession() as session,
+        AsyncClient(base_url=emulator.base_url, api_key="test-key", session=session) as client,
+    ):
+        await client.completions.create(model=MODEL, prompt=PROMPT, max_tokens=1)
+        plain = emulator.requests[-1].headers
+        async with client.completions.stream(model=MODEL, prompt=PROMPT, max_tokens=1) as chunks:
+            async for _ in chunks:
+                pass
+        streamed = emulator.requests[-1].headers
+    assert plain["accept"] == "application/json"
+    assert streamed["accept"] == "text/event-stream"
+    for headers in (plain, streamed):
+        assert headers["authorization"] == "Bearer test-key"
+        assert headers["content-type"] == "application/json"
+        assert headers["user-agent"].startswith("asyncclient/")
+
+
 async def test_extra_headers_per_call(client: AsyncClient, emulator: GatewayEmulator) -> None:
     await client.completions.create(
         model=MODEL, prompt=PROMPT, max_tokens=1, extra_headers={"X-Trace": "abc"}
