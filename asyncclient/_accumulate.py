@@ -17,6 +17,7 @@ __all__ = ["CompletionAccumulator", "chunk_from_completion"]
 # chunk, and the copying stays linear (re-joining everything every N chunks is quadratic).
 _BLOCK = 512
 _FOLD_BATCH = 128
+_FOLD_AT_ONCE = 16
 
 
 class _ChoiceState:
@@ -78,10 +79,15 @@ class CompletionAccumulator:
 
     def add_many(self, chunks: Sequence[CompletionChunk]) -> None:
         """Add the chunks of one network read at once."""
-        incoming = self._incoming
-        incoming.extend(chunks)
-        if len(incoming) >= _FOLD_BATCH:
-            self._fold()
+        if len(chunks) < _FOLD_AT_ONCE:
+            incoming = self._incoming
+            incoming.extend(chunks)
+            if len(incoming) >= _FOLD_BATCH:
+                self._fold()
+            return
+        # A large read is folded right away, while its chunks are still in the CPU caches.
+        self._fold()
+        self._fold_chunks(chunks)
 
     @property
     def chunk_count(self) -> int:
@@ -94,9 +100,11 @@ class CompletionAccumulator:
         return self._usage
 
     def _fold(self) -> None:
-        chunks = self._incoming
-        if not chunks:
-            return
+        if self._incoming:
+            self._fold_chunks(self._incoming)
+            self._incoming.clear()
+
+    def _fold_chunks(self, chunks: Sequence[CompletionChunk]) -> None:
         if self._first is None:
             self._first = chunks[0]
         self._folded_count += len(chunks)
@@ -123,7 +131,6 @@ class CompletionAccumulator:
                     state._add_logprobs(choice.logprobs)
             if chunk.usage is not None:
                 usage = chunk.usage
-        chunks.clear()
         if usage is not None:
             self._usage = usage
         for each in states.values():
