@@ -189,6 +189,8 @@ class CompletionStream:
         # per read): with one event per read, as a live token stream sends them, each extra
         # await layer or timer handle is a visible share of the client's CPU per chunk.
         pending = self._pending
+        if pending:
+            return pending.popleft()
         reader = None  # this task, looked up once per call (a 1-byte read loop stays cheap)
         while not pending:
             if self._pending_error is not None:
