@@ -246,6 +246,11 @@ def evaluate_targets(report: Report) -> Table:
         5,
         True,
     )
+    _report_only(
+        report,
+        "large body, logprobs unread: eager / the bound for any exact lazy path (time)",
+        eager / _get(lazy, decode_bench.LAZY_BOUND),
+    )
     _target(
         report,
         f"large body, logprobs unread: eager / lazy {NOT_ADOPTED} (time)",

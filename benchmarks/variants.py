@@ -10,10 +10,11 @@ The library ships lazy logprobs as the exact path only
 which still scans every byte of them. This prototype goes further: it finds the logprobs
 object with byte searches (``memchr``/``memrchr``), never parsing its bytes, and keeps a
 zero-copy view of it. It is many times faster on a large body, but it decides where the
-object ends from the bytes *after* it, not by parsing it, so it cannot be shown exact without
-the parse it avoids. It stays here so the benchmark shows the trade-off; it returns the
-library's own :class:`~asyncclient.LazyCompletion`, and takes the library's exact path
-whenever anything is unusual.
+object ends from the bytes *after* it, not by parsing it, and that is not exact:
+``tests/test_benchmarks_smoke.py::test_the_byte_search_prototype_is_not_exact`` is a valid
+body on which it loses the choice's ``finish_reason``. It stays here so the benchmark shows
+the trade-off; it returns the library's own :class:`~asyncclient.LazyCompletion`, and takes
+the library's exact path whenever its checks see anything unusual.
 """
 
 from __future__ import annotations

@@ -166,3 +166,37 @@ def test_lazy_prototype_takes_the_byte_search_path_on_the_large_body(
         completion.choices[0].logprobs()
         == decode_completion(body("large").data).choices[0].logprobs
     )
+
+
+def test_the_byte_search_prototype_is_not_exact() -> None:
+    # Why the prototype was not adopted: it decides where the logprobs end from the bytes
+    # after them. With no top alternatives and a later object field holding an array, it
+    # stops at the end of that field, and the fields in between are lost.
+    count = 3000
+    tokens = [f"t{i}" for i in range(count)]
+    logprobs = {
+        "tokens": tokens,
+        "token_logprobs": [-0.5] * count,
+        "top_logprobs": None,
+        "text_offset": list(range(count)),
+    }
+    data = msgspec.json.encode(
+        {
+            "id": "cmpl-1",
+            "object": "text_completion",
+            "created": 1,
+            "model": "m",
+            "choices": [
+                {
+                    "text": "".join(tokens),
+                    "index": 0,
+                    "logprobs": logprobs,
+                    "finish_reason": "stop",
+                    "content_filter_results": {"flagged_ids": [1]},
+                }
+            ],
+        }
+    )
+    assert decode_completion(data).choices[0].finish_reason == "stop"
+    assert decode_completion_lazy(data).choices[0].finish_reason == "stop"
+    assert variants.lazy_decode_completion(data).choices[0].finish_reason is None
