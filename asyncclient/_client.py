@@ -398,20 +398,27 @@ class AsyncClient:
 
         log: AttemptLog | None = None
         if timeout.total is None:
+            first_failure: Exception | None = None
             try:
                 # The first attempt outside the retry loop: most calls need no other.
                 outcome = await attempt(1)
             except Exception as error:
+                first_failure = error
+            if first_failure is not None:
+                # Out of the except block, so later attempts' errors are not chained to the
+                # first one (nor keep it alive through the backoff waits).
                 log = AttemptLog()
-                outcome = await run_with_retries(
+                retrying = run_with_retries(
                     options.retry,
                     attempt,
                     retry_classification,
                     log=log,
-                    first_failure=error,
+                    first_failure=first_failure,
                     clock=loop_time,
                     started=started,
                 )
+                del first_failure
+                outcome = await retrying
         else:
             log = AttemptLog()
             async with deadline(timeout.total, url):

@@ -105,6 +105,12 @@ class Deadlines:
         return deadline.task.uncancel() <= deadline.cancelling
 
     def close(self) -> None:
+        """Stop the timer, unless calls still wait on it: ``aclose()`` leaves a borrowed
+        session open, and the calls in flight on it keep their deadlines."""
+        if not self._active:
+            self._stop_timer()
+
+    def _stop_timer(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -112,7 +118,7 @@ class Deadlines:
 
     def _bind(self, loop: asyncio.AbstractEventLoop) -> None:
         # A client is used in one loop at a time; deadlines left from another loop are dead.
-        self.close()
+        self._stop_timer()
         self._active.clear()
         self._loop = loop
         self._current_task = current_task_getter(loop)

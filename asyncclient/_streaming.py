@@ -104,6 +104,8 @@ class CompletionStream:
     offers :meth:`text_deltas`, :meth:`final_completion` (the same type a non-streamed call
     returns), :attr:`completion_so_far`, the response's ``status_code``, ``headers`` and
     ``request_id``, and :attr:`info` (those plus the attempts and retry waits it took).
+
+    The chunks it yields are the ones it accumulates, not copies: treat them as read-only.
     """
 
     def __init__(
@@ -216,6 +218,11 @@ class CompletionStream:
                             self._arm_timer(deadline)
                         if reader is None:
                             reader = self._current_task()
+                            if reader is not None:
+                                # The baseline for taking our cancellation back, taken before
+                                # the read as asyncio.timeout does on entry: an outside
+                                # cancellation in the same loop turn as our timer must win.
+                                self._cancelling_before = reader.cancelling()
                         self._reader = reader
                         data = await response.read_chunk()
                         self._reader = None
@@ -232,6 +239,8 @@ class CompletionStream:
                 await self.aclose()
                 if failure is exc:
                     raise
+                if isinstance(failure, StreamTimeoutError):
+                    raise failure from None  # our own timer's cancellation: not a cause
                 raise failure from exc
             if pending:
                 idle = self._idle
@@ -296,7 +305,6 @@ class CompletionStream:
         if deadline is not None and self._loop_time() < deadline:
             self._arm_timer(deadline)
             return
-        self._cancelling_before = reader.cancelling()
         self._timer_fired = True
         reader.cancel()
 

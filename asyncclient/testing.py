@@ -124,9 +124,9 @@ class Fault(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     drop_before_headers: bool = False
     """Read the request, then close the connection without any response."""
     headers_delay: float = 0.0
+    """Seconds to wait before sending the response headers."""
     body_delay: float = 0.0
     """Plain body: send the headers and half the body, wait this long, then the rest."""
-    """Seconds to wait before sending the response headers."""
     cut_after_events: int | None = None
     """Stream: send N content events, then close the connection (no ``[DONE]``)."""
     cut_after_bytes: int | None = None
@@ -567,6 +567,9 @@ class GatewayEmulator:
         self.requests: list[RecordedRequest] = []
         self.active_requests = 0
         """Requests whose handler is currently running."""
+        self.received = 0
+        """Requests received so far (``/health`` aside), recorded or not."""
+        self._arrival = asyncio.Event()
         self.open_streams = 0
         """Streaming responses currently being written."""
         self._faults: deque[list[Any]] = deque()
@@ -646,6 +649,14 @@ class GatewayEmulator:
             raise ValueError("times must be >= 1")
         self._faults.append([fault, times])
 
+    async def wait_for_requests(self, count: int, *, timeout: float = 10.0) -> None:
+        """Wait until ``count`` requests have arrived in total (see :attr:`received`), to act
+        while the server holds them (a ``headers_delay``, a stall)."""
+        async with asyncio.timeout(timeout):
+            while self.received < count:
+                self._arrival.clear()
+                await self._arrival.wait()
+
     def clear_faults(self) -> None:
         """Drop every queued fault."""
         self._faults.clear()
@@ -681,9 +692,11 @@ class GatewayEmulator:
             if len(self._transports) >= 256:
                 self._prune_transports()
             self._transports.add(transport)
-        if self.record and request.path != "/health":
-            body = await request.read()
-            self._record(request, body)
+        if request.path != "/health":
+            if self.record:
+                self._record(request, await request.read())
+            self.received += 1
+            self._arrival.set()
         self.active_requests += 1
         try:
             return await handler(request)

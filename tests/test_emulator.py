@@ -113,6 +113,20 @@ async def test_health(emu: GatewayEmulator, session: aiohttp.ClientSession) -> N
     assert emu.requests == []
 
 
+async def test_wait_for_requests_counts_every_request(
+    emu: GatewayEmulator, session: aiohttp.ClientSession
+) -> None:
+    emu.inject(Fault(headers_delay=1.0))
+    held = asyncio.create_task(session.post(emu.base_url + "/v2/proxy/completions", json=BASE))
+    await emu.wait_for_requests(1)  # returns while the server still holds the request
+    assert emu.received == 1
+    assert not held.done()
+    with pytest.raises(TimeoutError):
+        await emu.wait_for_requests(2, timeout=0.05)
+    (await held).release()
+    assert emu.received == 1  # /health is not counted, nor is anything else
+
+
 async def test_json_body_shape(emu: GatewayEmulator, session: aiohttp.ClientSession) -> None:
     reply = await post(session, emu, {**BASE, "max_tokens": 5})
     assert reply.status == 200

@@ -15,6 +15,7 @@ import tracemalloc
 from collections.abc import AsyncIterator
 from typing import Any
 
+import aiohttp
 import pytest
 
 from asyncclient import (
@@ -25,6 +26,7 @@ from asyncclient import (
     ClientClosedError,
     CompletionStream,
     ConnectTimeoutError,
+    HeadersTimeoutError,
     IncompleteStreamError,
     InternalServerError,
     RateLimitError,
@@ -122,6 +124,43 @@ async def test_500_on_every_attempt_gives_up_after_max_attempts(
     with pytest.raises(InternalServerError):
         await retrying.completions.create(model=MODEL, prompt=PROMPT)
     assert len(emulator.requests) == FAST_RETRY.max_attempts
+
+
+async def test_the_error_after_retries_is_not_chained_to_earlier_attempts(
+    retrying: AsyncClient, emulator: GatewayEmulator
+) -> None:
+    # Each attempt's error stands alone: the attempts are in `attempt_log`, and a traceback
+    # does not show the first failure as "during handling of the above exception".
+    emulator.inject(Fault(status=503))
+    emulator.inject(Fault(status=500))
+    emulator.inject(Fault(status=502))
+    with pytest.raises(InternalServerError) as caught:
+        await retrying.completions.create(model=MODEL, prompt=PROMPT)
+    assert caught.value.status_code == 502
+    assert caught.value.__context__ is None
+    log = caught.value.attempt_log  # type: ignore[attr-defined]
+    assert [record.outcome for record in log.failures] == [503, 500, 502]
+
+
+async def test_a_borrowed_session_keeps_the_deadlines_of_calls_in_flight_after_aclose(
+    emulator: GatewayEmulator,
+) -> None:
+    # aclose() leaves a borrowed session open, so a call already sent goes on: its headers
+    # deadline must still end it.
+    async with aiohttp.ClientSession() as session:
+        client = AsyncClient(
+            base_url=emulator.base_url,
+            session=session,
+            retry=None,
+            timeout=Timeout(headers=0.3),
+        )
+        emulator.inject(Fault(headers_delay=3.0))
+        call = asyncio.create_task(client.completions.create(model=MODEL, prompt=PROMPT))
+        await emulator.wait_for_requests(1)
+        await client.aclose()
+        with pytest.raises(HeadersTimeoutError):
+            async with asyncio.timeout(2.5):  # past the deadline, before the server answers
+                await call
 
 
 async def test_a_server_asking_for_an_hour_is_not_waited_on(

@@ -184,6 +184,23 @@ async def test_outside_cancellation_at_the_moment_the_deadline_passes_still_prop
     assert stream.closed
 
 
+async def test_outside_cancellation_just_before_the_deadline_fires_still_propagates() -> None:
+    # The other order: the outside cancel lands first, then our timer in the same loop turn.
+    # The baseline for taking our cancellation back is taken when the read starts, so the
+    # outside one is not mistaken for ours.
+    response = HangingResponse([], hang=True)
+    stream = open_stream(response, Timeout(idle=600.0))
+    reader = asyncio.create_task(stream.__anext__())
+    async with asyncio.timeout(10):
+        await response.reading.wait()
+    reader.cancel()  # from outside...
+    stream._deadline = asyncio.get_running_loop().time() - 1.0  # as if 600 s had passed
+    stream._on_timer()  # ...and ours, before the task runs again
+    with pytest.raises(asyncio.CancelledError):
+        await reader
+    assert stream.closed
+
+
 async def test_a_slow_consumer_of_buffered_chunks_does_not_time_out() -> None:
     # The deadline is about content arriving; reads that return at once are never cut.
     response = HangingResponse(EVENTS, hang=False)
