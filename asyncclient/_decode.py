@@ -143,7 +143,12 @@ def decode_chunks(datas: list[bytes]) -> list[CompletionChunk]:
     path. On any error the caller falls back to :func:`decode_chunk` one by one, to find out
     which event was bad.
     """
-    return _chunk_list_decoder.decode(b"[" + b",".join(datas) + b"]")
+    chunks = _chunk_list_decoder.decode(b"[" + b",".join(datas) + b"]")
+    if len(chunks) != len(datas):
+        # An event whose data holds several JSON values (`{...},{...}`) must not pass as
+        # several chunks: the caller's one-by-one fallback finds it and reports it.
+        raise msgspec.DecodeError("An event's data holds more than one JSON value.")
+    return chunks
 
 
 def decode_chunks_joined(joined: bytes) -> list[CompletionChunk]:

@@ -489,12 +489,13 @@ class CompletionStream:
             self._backlog_at = end + 2
         chunks = None
         if backlog.startswith(_DATA_PREFIX, start):
-            body = backlog[start + 6 : end]
-            several = _LF in body
-            if several:
-                body = body.replace(_NEXT_EVENT, b",")
+            raw = backlog[start + 6 : end]
+            body = raw.replace(_NEXT_EVENT, b",") if _LF in raw else raw
             if _LF not in body:
-                chunks = self._decode_plain(body, several)
+                # Each separator became one comma, so the length lost counts the events: an
+                # event whose data holds two JSON values cannot pass as two chunks.
+                events = (len(raw) - len(body)) // (len(_NEXT_EVENT) - 1) + 1
+                chunks = self._decode_plain(body, events)
         if chunks is None:
             # Not plain after all: the framer takes over from this slice, exactly.
             self._backlog = b""
@@ -502,7 +503,9 @@ class CompletionStream:
         elif chunks:
             self._queue(chunks)
 
-    def _decode_plain(self, body: bytes, several: bool) -> list[CompletionChunk] | None:
+    def _decode_plain(self, body: bytes, events: int) -> list[CompletionChunk] | None:
+        """The chunks of ``events`` plain events joined by commas, or ``None`` when they do
+        not decode to exactly one chunk each (the framer then finds out which is bad)."""
         if body.endswith(DONE):
             if body == DONE:
                 self._done = self._complete = True
@@ -510,11 +513,15 @@ class CompletionStream:
             if body.endswith(_LAST_DONE):
                 self._done = self._complete = True
                 body = body[: -len(_LAST_DONE)]
+                events -= 1
         try:
-            return decode_chunks_joined(body) if several else [decode_chunk(body)]
+            chunks = decode_chunks_joined(body) if events > 1 else [decode_chunk(body)]
         except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError):
+            chunks = None
+        if chunks is None or len(chunks) != events:
             self._done = self._complete = False
             return None
+        return chunks
 
     def _feed_framer(self, data: bytes, *, at_end: bool) -> None:
         framer = self._framer

@@ -110,6 +110,10 @@ events = st.lists(
         st.tuples(st.just("named"), st.integers(0, 2), st.text(max_size=8)),
         st.tuples(st.just("multiline"), st.just(0), st.just("")),
         st.tuples(st.just("bad"), st.just(0), st.just("")),
+        # Data that is two JSON values, or a chunk then [DONE], in one event: a decode
+        # error for the framer, so for every path, however the events are joined.
+        st.tuples(st.just("pair"), st.integers(0, 2), st.text(max_size=8)),
+        st.tuples(st.just("done_suffix"), st.just(0), st.just("")),
     ),
     max_size=12,
 )
@@ -131,6 +135,11 @@ def render(spec: list[tuple[str, int, str]], newline: bytes | list[bytes], done:
         elif kind == "multiline":
             payload = chunk_event(0, "ml").replace(b",", b"," + newline + b"data: ", 1)
             out.append(b"data: " + payload + newline * 2)
+        elif kind == "pair":
+            pair = chunk_event(index, text) + b"," + chunk_event(index, text)
+            out.append(b"data: " + pair + newline * 2)
+        elif kind == "done_suffix":
+            out.append(b"data: " + chunk_event(0, "d") + b",[DONE]" + newline * 2)
         else:
             out.append(b"data: {not json" + newline * 2)
     if done:
