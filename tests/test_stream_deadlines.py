@@ -170,32 +170,23 @@ async def test_outside_cancellation_is_not_turned_into_a_timeout() -> None:
     assert response.released
 
 
-async def test_outside_cancellation_at_the_moment_the_deadline_passes_still_propagates() -> None:
+@pytest.mark.parametrize("outside_first", [False, True], ids=["ours-first", "outside-first"])
+async def test_an_outside_cancellation_in_the_same_loop_turn_as_the_deadline_propagates(
+    outside_first: bool,
+) -> None:
+    # Whichever lands first, the outside cancellation is not taken for the stream's own: the
+    # baseline for taking ours back is read when the read starts, as asyncio.timeout does.
     response = HangingResponse([], hang=True)
     stream = open_stream(response, Timeout(idle=600.0))
     reader = asyncio.create_task(stream.__anext__())
     async with asyncio.timeout(10):
         await response.reading.wait()
+    if outside_first:
+        reader.cancel()
     stream._deadline = asyncio.get_running_loop().time() - 1.0  # as if 600 s had passed
-    stream._on_timer()  # our cancellation...
-    reader.cancel()  # ...and one from outside, before the task runs again
-    with pytest.raises(asyncio.CancelledError):
-        await reader
-    assert stream.closed
-
-
-async def test_outside_cancellation_just_before_the_deadline_fires_still_propagates() -> None:
-    # The other order: the outside cancel lands first, then our timer in the same loop turn.
-    # The baseline for taking our cancellation back is taken when the read starts, so the
-    # outside one is not mistaken for ours.
-    response = HangingResponse([], hang=True)
-    stream = open_stream(response, Timeout(idle=600.0))
-    reader = asyncio.create_task(stream.__anext__())
-    async with asyncio.timeout(10):
-        await response.reading.wait()
-    reader.cancel()  # from outside...
-    stream._deadline = asyncio.get_running_loop().time() - 1.0  # as if 600 s had passed
-    stream._on_timer()  # ...and ours, before the task runs again
+    stream._on_timer()  # ours, before the task runs again
+    if not outside_first:
+        reader.cancel()
     with pytest.raises(asyncio.CancelledError):
         await reader
     assert stream.closed
