@@ -13,6 +13,7 @@ import asyncio
 import logging
 import math
 import sys
+import time
 import warnings
 import weakref
 from collections import deque
@@ -23,7 +24,6 @@ from typing import Final, NamedTuple, Self
 import msgspec
 
 from ._accumulate import CompletionAccumulator
-from ._deadlines import current_task_getter
 from ._decode import (
     DONE,
     decode_chunk,
@@ -159,8 +159,11 @@ class CompletionStream:
         # Deadlines are loop times. `idle` restarts only when content arrives, never on a
         # comment or keep-alive, so a server that only sends keep-alives still times out.
         loop = asyncio.get_running_loop()
-        self._loop_time = loop.time
-        self._current_task = current_task_getter(loop)
+        # The loop's clock, read on every read with content: time.monotonic itself when that
+        # is all the loop's time() is (the same numbers, without a Python-level call).
+        self._loop_time = (
+            time.monotonic if type(loop).time is asyncio.BaseEventLoop.time else loop.time
+        )
         self._idle = timeout.idle if timeout is not None else None
         first_event = timeout.first_event if timeout is not None else None
         if first_event is None:
@@ -175,9 +178,8 @@ class CompletionStream:
         )
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = math.inf
-        self._reader: asyncio.Task[object] | None = None
-        self._timer_fired = False
-        self._cancelling_before = 0
+        self._reading = False  # a read under a deadline is in progress
+        self._deadline_passed = False
         if chunks:
             self._queue(chunks)
 
@@ -193,7 +195,6 @@ class CompletionStream:
         pending = self._pending
         if pending:
             return pending.popleft()
-        reader = None  # this task, looked up once per call (a 1-byte read loop stays cheap)
         while not pending:
             if self._pending_error is not None:
                 error, self._pending_error = self._pending_error, None
@@ -216,19 +217,16 @@ class CompletionStream:
                     else:
                         if deadline < self._timer_at:
                             self._arm_timer(deadline)
-                        if reader is None:
-                            reader = self._current_task()
-                            if reader is not None:
-                                # The baseline for taking our cancellation back, taken before
-                                # the read as asyncio.timeout does on entry: an outside
-                                # cancellation in the same loop turn as our timer must win.
-                                self._cancelling_before = reader.cancelling()
-                        self._reader = reader
+                        self._reading = True
                         data = await response.read_chunk()
-                        self._reader = None
+                        self._reading = False
+                        if self._deadline_passed:
+                            # Data came in the same loop turn as the deadline: too late, as
+                            # with asyncio.timeout (and the connection is interrupted).
+                            raise _DeadlinePassedError
                     self._consume(data)
             except BaseException as exc:
-                self._reader = None
+                self._reading = False
                 failure = self._read_error(exc)
                 if isinstance(failure, IncompleteStreamError):
                     if self._closed:
@@ -256,16 +254,9 @@ class CompletionStream:
 
     def _read_error(self, exc: BaseException) -> BaseException:
         """What a failed read means to the caller: the stream's own timeout (our timer
-        cancelled the read), a broken stream, or ``exc`` itself."""
-        if isinstance(exc, asyncio.CancelledError):
-            if not self._timer_fired:
-                return exc
-            self._timer_fired = False
-            task = asyncio.current_task()
-            # Only our own cancellation is taken back (as asyncio.timeout does): one from
-            # outside still propagates.
-            if task is None or task.uncancel() > self._cancelling_before:
-                return exc
+        interrupted the read), a broken stream, or ``exc`` itself (a cancellation above
+        all: the deadline never turns one into a timeout)."""
+        if isinstance(exc, _DeadlinePassedError) and self._deadline_passed:
             phase = self._deadline_phase()
             url = self._response.url if self._response is not None else None
             return self._with_partial(
@@ -284,8 +275,10 @@ class CompletionStream:
     # stream. The idle deadline only ever moves later as content arrives, so one timer is
     # enough: a read re-arms it only when its deadline is earlier than the armed one; when it
     # fires early (the deadline moved on), it re-arms itself for the current deadline; when
-    # the deadline has passed during a read, it cancels that read, which `_read_error` turns
-    # into StreamTimeoutError.
+    # the deadline has passed during a read, it interrupts the response (the read in
+    # progress fails), which `_read_error` turns into StreamTimeoutError. No task is
+    # cancelled, so there is no cancellation to take back, and none from outside to confuse
+    # with ours; and a read costs two attribute stores, not a task lookup.
 
     def _arm_timer(self, when: float) -> None:
         if self._timer is not None:
@@ -298,15 +291,15 @@ class CompletionStream:
     def _on_timer(self) -> None:
         self._timer = None
         self._timer_at = math.inf
-        reader = self._reader
-        if reader is None or self._closed:
+        response = self._response
+        if not self._reading or self._closed or response is None:
             return  # between reads: the next read arms the timer again
         deadline = self._deadline
         if deadline is not None and self._loop_time() < deadline:
             self._arm_timer(deadline)
             return
-        self._timer_fired = True
-        reader.cancel()
+        self._deadline_passed = True
+        response.interrupt(_DeadlinePassedError())
 
     def _cancel_timer(self) -> None:
         if self._timer is not None:
@@ -701,6 +694,10 @@ class CompletionStream:
                 stacklevel=1,
                 source=self,
             )
+
+
+class _DeadlinePassedError(Exception):
+    """Raised into a read by the stream's own timer; never leaves the stream."""
 
 
 def _timer_fired(stream_ref: weakref.ref[CompletionStream]) -> None:

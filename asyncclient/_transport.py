@@ -136,7 +136,7 @@ class Response:
     def __init__(self, response: aiohttp.ClientResponse, url: str) -> None:
         self._response = response
         self._released = False
-        self._failure: AsyncClientError | None = None
+        self._failure: BaseException | None = None
         self._content_type: str | None = None
         self.status: int = response.status
         self.headers: Mapping[str, str] = response.headers
@@ -215,6 +215,12 @@ class Response:
                 self._failure = failure
                 return buffered
             raise failure from exc
+
+    def interrupt(self, error: BaseException) -> None:
+        """Make the read in progress, if any, and every later one raise ``error``; the
+        connection is then closed on release. A stream calls it when a deadline passes."""
+        self._failure = error
+        self._response.content.set_exception(error)
 
     def release(self) -> None:
         if self._released:

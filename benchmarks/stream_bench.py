@@ -111,6 +111,9 @@ class _PiecesResponse:
     async def read_chunk(self) -> bytes:
         return self._pieces.popleft() if self._pieces else b""
 
+    def interrupt(self, error: BaseException) -> None:
+        self._pieces.clear()  # never happens: no read here waits for a deadline to pass
+
     def release(self) -> None:
         self._pieces.clear()
 

@@ -33,18 +33,29 @@ class HangingResponse:
         self._hang = hang
         self.reading = asyncio.Event()
         self.released = False
+        self.interrupted: BaseException | None = None
+        self._waiter: asyncio.Future[None] | None = None
 
     @property
     def at_eof(self) -> bool:
         return not self._pieces and not self._hang
 
     async def read_chunk(self) -> bytes:
+        if self.interrupted is not None:
+            raise self.interrupted
         if self._pieces:
             return self._pieces.pop(0)
         if self._hang:
             self.reading.set()
-            await asyncio.Event().wait()
+            self._waiter = asyncio.get_running_loop().create_future()
+            await self._waiter  # until interrupted (or cancelled)
         return b""
+
+    def interrupt(self, error: BaseException) -> None:
+        # As the real Response: the read in progress and every later one raise `error`.
+        self.interrupted = error
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_exception(error)
 
     def release(self) -> None:
         self.released = True
@@ -174,8 +185,8 @@ async def test_outside_cancellation_is_not_turned_into_a_timeout() -> None:
 async def test_an_outside_cancellation_in_the_same_loop_turn_as_the_deadline_propagates(
     outside_first: bool,
 ) -> None:
-    # Whichever lands first, the outside cancellation is not taken for the stream's own: the
-    # baseline for taking ours back is read when the read starts, as asyncio.timeout does.
+    # Whichever lands first, the caller's cancellation wins: the deadline interrupts the
+    # response, it never cancels the task, so there is nothing to mistake for the other.
     response = HangingResponse([], hang=True)
     stream = open_stream(response, Timeout(idle=600.0))
     reader = asyncio.create_task(stream.__anext__())
@@ -188,6 +199,22 @@ async def test_an_outside_cancellation_in_the_same_loop_turn_as_the_deadline_pro
     if not outside_first:
         reader.cancel()
     with pytest.raises(asyncio.CancelledError):
+        await reader
+    assert stream.closed
+
+
+async def test_data_in_the_same_loop_turn_as_the_deadline_is_too_late() -> None:
+    # As with asyncio.timeout: the deadline passed before the read was resumed.
+    response = HangingResponse([], hang=True)
+    stream = open_stream(response, Timeout(idle=600.0))
+    reader = asyncio.create_task(stream.__anext__())
+    async with asyncio.timeout(10):
+        await response.reading.wait()
+    assert response._waiter is not None
+    response._waiter.set_result(None)  # the read completes...
+    stream._deadline = asyncio.get_running_loop().time() - 1.0
+    stream._on_timer()  # ...but the deadline passed first
+    with pytest.raises(StreamTimeoutError):
         await reader
     assert stream.closed
 

@@ -49,6 +49,9 @@ class FakeResponse:
     async def read_chunk(self) -> bytes:
         return self._pieces.pop(0) if self._pieces else b""
 
+    def interrupt(self, error: BaseException) -> None:
+        raise AssertionError("no read here ever waits, so no deadline can pass during one")
+
     def release(self) -> None:
         self.released = True
 
