@@ -29,7 +29,6 @@ __all__ = [
     "DONE",
     "decode_chunk",
     "decode_chunks",
-    "decode_chunks_joined",
     "decode_completion",
     "decode_completion_lazy",
     "decode_error",
@@ -43,7 +42,6 @@ DONE: Final = b"[DONE]"
 _completion_decoder: Final = msgspec.json.Decoder(Completion, strict=False)
 _lazy_completion_decoder: Final = msgspec.json.Decoder(LazyCompletion, strict=False)
 _chunk_decoder: Final = msgspec.json.Decoder(CompletionChunk, strict=False)
-_chunk_list_decoder: Final = msgspec.json.Decoder(list[CompletionChunk], strict=False)
 _error_decoder: Final = msgspec.json.Decoder(_ErrorEnvelope, strict=False)
 _request_validator: Final = msgspec.json.Decoder(CompletionRequest)
 _encoder: Final = msgspec.json.Encoder()
@@ -136,24 +134,12 @@ decode_chunk: Final = _chunk_decoder.decode
 
 
 def decode_chunks(datas: list[bytes]) -> list[CompletionChunk]:
-    """Decode several events' data in one decoder call.
+    """Decode several events' data, one chunk each, with no Python frame per event.
 
-    Joining the payloads into one JSON array costs one copy but saves a Python-level call and
-    a Struct lookup per event; with many small events per network read this is the faster
-    path. On any error the caller falls back to :func:`decode_chunk` one by one, to find out
-    which event was bad.
+    Raises msgspec errors on the first bad one: the caller then decodes one by one to find
+    out which event was bad.
     """
-    chunks = _chunk_list_decoder.decode(b"[" + b",".join(datas) + b"]")
-    if len(chunks) != len(datas):
-        # An event whose data holds several JSON values (`{...},{...}`) must not pass as
-        # several chunks: the caller's one-by-one fallback finds it and reports it.
-        raise msgspec.DecodeError("An event's data holds more than one JSON value.")
-    return chunks
-
-
-def decode_chunks_joined(joined: bytes) -> list[CompletionChunk]:
-    """Decode payloads already joined with commas (``A,B,C``) as one JSON array."""
-    return _chunk_list_decoder.decode(b"[" + joined + b"]")
+    return list(map(decode_chunk, datas))
 
 
 def decode_error(body: bytes) -> ErrorDetail | None:

@@ -386,10 +386,10 @@ async def run_with_retries(
         attempts.attempts = attempt
         try:
             if first_failure is not None:
-                failure, first_failure = first_failure, None
-                raise failure
+                raise first_failure
             return await attempt_fn(attempt)
         except Exception as error:
+            first_failure = None  # not kept alive through the wait below
             classified = classify(error)
             if classified is None:
                 attempts.failures.append(AttemptRecord(attempt, type(error).__name__, None))

@@ -28,7 +28,6 @@ from ._decode import (
     DONE,
     decode_chunk,
     decode_chunks,
-    decode_chunks_joined,
     decode_error,
     validation_error_path,
 )
@@ -58,7 +57,6 @@ _DRAIN_BYTES: Final = 64 * 1024
 _BLANK_LINE: Final = b"\n\n"
 _DATA_PREFIX: Final = b"data: "
 _NEXT_EVENT: Final = b"\n\ndata: "
-_LAST_DONE: Final = b",[DONE]"
 # `int in bytes` is a bare memchr; `bytes in bytes` runs a general search, several times
 # slower on the short reads of a live stream.
 _CR: Final = 0x0D
@@ -352,6 +350,7 @@ class CompletionStream:
             self._accumulator = CompletionAccumulator()
         self._done = False
         self._seen_content = False
+        self._deadline_passed = False  # the deadline that passed was the old response's
         first_event = self._first_event
         self._set_content_deadline(
             self._loop_time() + first_event if first_event is not None else None
@@ -376,11 +375,12 @@ class CompletionStream:
     #
     # Nearly every OpenAI-compatible server sends "plain" streams: LF line ends and events
     # that are one `data: {json}` line each. For those, the complete events of a read are
-    # turned into one JSON array by a single `replace` and decoded by one decoder call, with
-    # no event objects. Anything else (a lone CR, comments, `event:`/`id:` lines, multi-line data,
-    # a payload that does not decode) goes to the general SSE framer, which produces the exact
-    # events and errors. CRLF line ends are turned into LF first, which SSE defines as the
-    # same. Each read picks its path anew, whenever the framer holds nothing.
+    # split on the separator in one call and their payloads decoded by `map`, with no event
+    # objects and no Python frame per event. Anything else (a lone CR, comments,
+    # `event:`/`id:` lines, multi-line data, a payload that does not decode) goes to the
+    # general SSE framer, which produces the exact events and errors. CRLF line ends are
+    # turned into LF first, which SSE defines as the same. Each read picks its path anew,
+    # whenever the framer holds nothing.
 
     def _consume(self, data: bytes) -> None:
         carry = self._carry
@@ -482,13 +482,12 @@ class CompletionStream:
             self._backlog_at = end + 2
         chunks = None
         if backlog.startswith(_DATA_PREFIX, start):
-            raw = backlog[start + 6 : end]
-            body = raw.replace(_NEXT_EVENT, b",") if _LF in raw else raw
-            if _LF not in body:
-                # Each separator became one comma, so the length lost counts the events: an
-                # event whose data holds two JSON values cannot pass as two chunks.
-                events = (len(raw) - len(body)) // (len(_NEXT_EVENT) - 1) + 1
-                chunks = self._decode_plain(body, events)
+            payloads = backlog[start + 6 : end].split(_NEXT_EVENT)
+            for payload in payloads:
+                if _LF in payload:
+                    break  # a multi-line event, a comment, an `id:` line: the framer's job
+            else:
+                chunks = self._decode_plain(payloads)
         if chunks is None:
             # Not plain after all: the framer takes over from this slice, exactly.
             self._backlog = b""
@@ -496,25 +495,24 @@ class CompletionStream:
         elif chunks:
             self._queue(chunks)
 
-    def _decode_plain(self, body: bytes, events: int) -> list[CompletionChunk] | None:
-        """The chunks of ``events`` plain events joined by commas, or ``None`` when they do
-        not decode to exactly one chunk each (the framer then finds out which is bad)."""
-        if body.endswith(DONE):
-            if body == DONE:
-                self._done = self._complete = True
+    def _decode_plain(self, payloads: list[bytes]) -> list[CompletionChunk] | None:
+        """One chunk per event's data, or ``None`` when one does not decode as exactly one
+        chunk (the framer then finds out which and why).
+
+        Each payload is decoded on its own, by ``map`` (no Python frame per event): faster
+        than joining them into one JSON array (measured: 400 against 440 ns per event), and
+        exact, since no payload can borrow from its neighbours.
+        """
+        if payloads[-1] == DONE:
+            self._done = self._complete = True
+            payloads.pop()
+            if not payloads:
                 return []
-            if body.endswith(_LAST_DONE):
-                self._done = self._complete = True
-                body = body[: -len(_LAST_DONE)]
-                events -= 1
         try:
-            chunks = decode_chunks_joined(body) if events > 1 else [decode_chunk(body)]
+            return list(map(decode_chunk, payloads))
         except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError):
-            chunks = None
-        if chunks is None or len(chunks) != events:
             self._done = self._complete = False
             return None
-        return chunks
 
     def _feed_framer(self, data: bytes, *, at_end: bool) -> None:
         framer = self._framer
@@ -567,7 +565,7 @@ class CompletionStream:
         if not payloads:
             return
         try:
-            chunks = [decode_chunk(payloads[0])] if len(payloads) == 1 else decode_chunks(payloads)
+            chunks = decode_chunks(payloads)
         except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError):
             chunks = []
             for data in payloads:

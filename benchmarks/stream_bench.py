@@ -13,7 +13,7 @@ from typing import Any, Final, cast
 
 import msgspec
 
-from asyncclient._decode import DONE, decode_chunk, decode_chunks
+from asyncclient._decode import DONE, decode_chunks
 from asyncclient._models import CompletionChunk
 from asyncclient._sse import SSEDecoder
 from asyncclient._streaming import CompletionStream
@@ -37,7 +37,6 @@ FLOOR: Final = "floor: bytes framer + msgspec"
 CEILING: Final = "ceiling: read bytes, no decode"
 
 _chunk_decoder: Final = msgspec.json.Decoder(CompletionChunk)
-_chunk_list_decoder: Final = msgspec.json.Decoder(list[CompletionChunk])
 
 
 # -- ours ------------------------------------------------------------------------------------
@@ -61,8 +60,7 @@ def framer_path(pieces: list[bytes]) -> int:
             if data:
                 payloads.append(data)
         if payloads:
-            chunks = [decode_chunk(payloads[0])] if len(payloads) == 1 else decode_chunks(payloads)
-            count += len(chunks)
+            count += len(decode_chunks(payloads))
         if done:
             break
     return count

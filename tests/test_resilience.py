@@ -265,6 +265,29 @@ async def test_opt_in_restart_discards_partial_output_and_says_so(
     assert final.text == full.text  # not the discarded text plus the new one
 
 
+async def test_a_stream_that_timed_out_restarts_once_and_completes(
+    retrying: AsyncClient, emulator: GatewayEmulator
+) -> None:
+    # A stream timeout is a broken stream too: with on_restart it is re-sent, and the new
+    # response starts with a clean slate (the old deadline passed, not the new one's).
+    full = await retrying.completions.create(model=MODEL, prompt=PROMPT)
+    emulator.inject(Fault(stall_after_events=2, stall_seconds=2.0))
+    restarts: list[StreamRestart] = []
+    context = retrying.completions.stream(
+        model=MODEL,
+        prompt=PROMPT,
+        timeout=Timeout(idle=0.2),
+        on_restart=restarts.append,
+        max_restarts=2,
+    )
+    async with asyncio.timeout(10), context as stream:
+        text = "".join([piece async for piece in stream.text_deltas()])
+    assert [type(event.error) for event in restarts] == [StreamTimeoutError]
+    assert text.endswith(full.text)
+    assert (await stream.final_completion()).text == full.text
+    assert emulator.received == 3  # the plain call, the stalled stream, its restart
+
+
 async def test_restarts_are_bounded(retrying: AsyncClient, emulator: GatewayEmulator) -> None:
     emulator.inject(Fault(cut_after_events=1), times=5)
     restarts: list[StreamRestart] = []
