@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import weakref
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from types import TracebackType
@@ -88,7 +89,8 @@ DEFAULT_TIMEOUT: Final = Timeout()
 
 
 class ClientClosedError(AsyncClientError, RuntimeError):
-    """The client was used after ``aclose()`` (or its borrowed session was closed)."""
+    """The client was used after ``aclose()`` (or its borrowed session was closed), or it
+    was closed while a stream of its own session was still open."""
 
 
 class WrongEventLoopError(AsyncClientError, RuntimeError):
@@ -131,7 +133,16 @@ class Response:
     exit path.
     """
 
-    __slots__ = ("_content_type", "_failure", "_released", "_response", "headers", "status", "url")
+    __slots__ = (
+        "__weakref__",
+        "_content_type",
+        "_failure",
+        "_released",
+        "_response",
+        "headers",
+        "status",
+        "url",
+    )
 
     def __init__(self, response: aiohttp.ClientResponse, url: str) -> None:
         self._response = response
@@ -215,10 +226,19 @@ class Response:
                 self._failure = failure
                 return buffered
             raise failure from exc
+        except AsyncClientError:
+            raise  # ours, set by interrupt() (ClientClosedError is also a RuntimeError)
+        except RuntimeError as exc:
+            # aiohttp's "Connection closed." when its connection went away under the read.
+            raise APIConnectionError(
+                f"The connection to {self.url} was closed during the stream: {exc}", url=self.url
+            ) from exc
 
     def interrupt(self, error: BaseException) -> None:
-        """Make the read in progress, if any, and every later one raise ``error``; the
-        connection is then closed on release. A stream calls it when a deadline passes."""
+        """Make the read in progress, if any, and every later one raise ``error``. A stream
+        calls it when a deadline passes, the transport when it closes under open streams.
+        The connection is closed on release (unless the body had already ended: then it
+        goes back to the pool, whole)."""
         self._failure = error
         self._response.content.set_exception(error)
 
@@ -259,6 +279,8 @@ class Transport:
         # (aiohttp copies them in C), which costs less per request than passing them each
         # time; a borrowed session gets them merged into each request's headers.
         self._default_headers: Mapping[str, str] = dict(headers or {})
+        # Open streams, so that closing the session does not leave a read waiting forever.
+        self._streams: weakref.WeakSet[Response] = weakref.WeakSet()
         self._closed = False
 
     @property
@@ -342,11 +364,21 @@ class Transport:
         idle = getattr(connector, "_conns", {})
         return (len(acquired), sum(len(conns) for conns in idle.values()))
 
+    def track(self, response: Response) -> None:
+        """Note a response that a stream will read from, for :meth:`aclose`."""
+        self._streams.add(response)
+
     async def aclose(self) -> None:
         if self._closed:
             return
         self._closed = True
         if self._owns_session and self._session is not None:
+            # Closing the session drops its connections without waking a read that waits on
+            # one: the streams still open are told first, and fail at once.
+            for response in list(self._streams):
+                response.interrupt(
+                    ClientClosedError("The client was closed while this stream was open.")
+                )
             await self._session.close()
 
     async def __aenter__(self) -> Self:

@@ -163,6 +163,31 @@ async def test_a_borrowed_session_keeps_the_deadlines_of_calls_in_flight_after_a
                 await call
 
 
+@pytest.mark.parametrize("waiting", [True, False], ids=["read-waiting", "read-after"])
+async def test_a_stream_left_open_when_the_client_closes_fails_at_once(
+    emulator: GatewayEmulator, waiting: bool
+) -> None:
+    # No deadline at all, so nothing but the close can end the read: it must neither hang
+    # nor leak aiohttp's own RuntimeError.
+    client = AsyncClient(base_url=emulator.base_url, retry=None, timeout=None)
+    emulator.inject(Fault(stall_after_events=1, stall_seconds=30.0))
+    async with client.completions.stream(model=MODEL, prompt=PROMPT) as stream:
+        await stream.__anext__()  # the first chunk; the server then stalls
+        if waiting:
+            reader = asyncio.create_task(stream.__anext__())
+            await asyncio.sleep(0.05)  # the read is now waiting on the stalled server
+            await client.aclose()
+            with pytest.raises(ClientClosedError):
+                async with asyncio.timeout(5):
+                    await reader
+        else:
+            await client.aclose()
+            with pytest.raises(ClientClosedError):
+                async with asyncio.timeout(5):
+                    await stream.__anext__()
+    assert stream.closed
+
+
 async def test_a_server_asking_for_an_hour_is_not_waited_on(
     retrying: AsyncClient, emulator: GatewayEmulator
 ) -> None:
