@@ -236,7 +236,7 @@ class CompletionStream:
                 if failure is exc:
                     raise
                 if isinstance(failure, StreamTimeoutError):
-                    raise failure from None  # our own timer's cancellation: not a cause
+                    raise failure from None  # our own timer interrupted the read: no cause
                 raise failure from exc
             if pending:
                 idle = self._idle
