@@ -135,7 +135,7 @@ def _design(report: Report) -> None:
         report.mode,
         competitors=design_variants(),
         title="Stream decode-path designs",
-        chunkings=["network", "per-event"],
+        chunkings=["network", "per-event", "cr|lf"],
     )
     _publish(report, "design", *designs)
 
@@ -296,6 +296,11 @@ def evaluate_targets(report: Report) -> Table:
             report,
             f"stream {chunking}: plain decode path, sans-IO / floor (time)",
             _get(timing, stream_bench.OURS_SANS_IO) / _get(timing, stream_bench.FLOOR),
+        )
+        _report_only(
+            report,
+            f"stream {chunking}: the floor made async / floor (time)",
+            _get(timing, stream_bench.ASYNC_FLOOR) / _get(timing, stream_bench.FLOOR),
         )
     e2e = results.get("e2e", {})
     for config, summary in e2e.items():

@@ -34,6 +34,7 @@ OURS_UNTIMED: Final = "asyncclient (CompletionStream, timeout=None)"
 OURS_SANS_IO: Final = "asyncclient plain path, sans-IO (no accumulator)"
 FRAMER_PATH: Final = "asyncclient framer path (SSEDecoder + decode_chunks)"
 FLOOR: Final = "floor: bytes framer + msgspec"
+ASYNC_FLOOR: Final = "the floor made async: an await per read, a generator step per chunk"
 CEILING: Final = "ceiling: read bytes, no decode"
 
 _chunk_decoder: Final = msgspec.json.Decoder(CompletionChunk)
@@ -276,6 +277,7 @@ def design_variants() -> list[StreamCompetitor]:
         StreamCompetitor(FRAMER_PATH, lambda: framer_path),
         StreamCompetitor("SSEDecoder + one decode per event", lambda: ours_per_event),
         StreamCompetitor(FLOOR, lambda: floor_stream_run),
+        StreamCompetitor(ASYNC_FLOOR, _async_floor_runner),
         StreamCompetitor("SSEDecoder alone, no decode", lambda: framer_only),
     ]
 
@@ -283,11 +285,30 @@ def design_variants() -> list[StreamCompetitor]:
 _separator = b"\n\n"
 
 
+def _async_floor_runner() -> StreamRun:
+    loop = asyncio.new_event_loop()
+
+    async def consume(pieces: list[bytes]) -> int:
+        response = _PiecesResponse(pieces)
+        count = 0
+        async for _ in floor.async_floor_stream(response.read_chunk, _separator_of(pieces)):
+            count += 1
+        return count
+
+    def run(pieces: list[bytes]) -> int:
+        return loop.run_until_complete(consume(pieces))
+
+    return run
+
+
+def _separator_of(pieces: list[bytes]) -> bytes:
+    if any(b"\r" in piece for piece in pieces[:3]):
+        return b"\r\n\r\n"
+    return _separator
+
+
 def floor_stream_run(pieces: list[bytes]) -> int:
-    separator = b"\r\n\r\n" if pieces and b"\r" in pieces[0] else _separator
-    if separator == _separator and any(b"\r" in piece for piece in pieces[:3]):
-        separator = b"\r\n\r\n"
-    return floor.floor_stream(pieces, separator)
+    return floor.floor_stream(pieces, _separator_of(pieces))
 
 
 def run_stream(
