@@ -386,7 +386,6 @@ class AsyncClient:
             if not is_stream:
                 return _decode_body(response, raw, decode_body)
             if stream:
-                transport.track(response)
                 return response
             # Asked for a plain body, got an event stream: read it whole, here, so that a
             # failure mid-way is retried like any other broken body.

@@ -43,7 +43,7 @@ from ._exceptions import (
 )
 from ._models import Completion, CompletionChunk, ResponseInfo
 from ._sse import EventTooLargeError, ServerSentEvent, SSEDecoder
-from ._transport import Response, Timeout
+from ._transport import ClientClosedError, Response, Timeout
 
 __all__ = ["CompletionStream", "StreamRestart"]
 
@@ -264,6 +264,10 @@ class CompletionStream:
             return self._with_partial(
                 IncompleteStreamError(f"The stream broke before it ended: {exc.message}")
             )
+        if isinstance(exc, ClientClosedError):
+            return self._with_partial(
+                IncompleteStreamError("The client was closed while this stream was open.")
+            )
         return exc
 
     # -- deadlines: one lazily re-armed timer per stream ---------------------------------------
@@ -318,6 +322,8 @@ class CompletionStream:
             or self._reconnect is None
             or not isinstance(error, IncompleteStreamError)
             or self.restarts >= self._max_restarts
+            # The total deadline is for the whole call: a restart would start out past it.
+            or (isinstance(error, StreamTimeoutError) and error.phase == "total")
         ):
             return False
         accumulator = self._accumulator
@@ -652,8 +658,8 @@ class CompletionStream:
                         if not piece:
                             break
                         received += len(piece)
-        except (TimeoutError, APIConnectionError):
-            pass
+        except (TimeoutError, AsyncClientError):
+            pass  # the drain is best effort: the completion is whole either way
         finally:
             # Also on cancellation mid-drain: the connection is released either way.
             await self.aclose()

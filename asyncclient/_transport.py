@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import weakref
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from types import TracebackType
@@ -89,8 +88,7 @@ DEFAULT_TIMEOUT: Final = Timeout()
 
 
 class ClientClosedError(AsyncClientError, RuntimeError):
-    """The client was used after ``aclose()`` (or its borrowed session was closed), or it
-    was closed while a stream of its own session was still open."""
+    """The client was used after ``aclose()`` (or its borrowed session was closed)."""
 
 
 class WrongEventLoopError(AsyncClientError, RuntimeError):
@@ -134,9 +132,9 @@ class Response:
     """
 
     __slots__ = (
-        "__weakref__",
         "_content_type",
         "_failure",
+        "_live",
         "_released",
         "_response",
         "headers",
@@ -144,8 +142,18 @@ class Response:
         "url",
     )
 
-    def __init__(self, response: aiohttp.ClientResponse, url: str) -> None:
+    def __init__(
+        self,
+        response: aiohttp.ClientResponse,
+        url: str,
+        live: set[Response] | None = None,
+    ) -> None:
         self._response = response
+        # The transport's set of unreleased responses, so that closing the session can wake
+        # their reads (closing drops aiohttp's connections without waking a waiting read).
+        self._live = live
+        if live is not None:
+            live.add(self)
         self._released = False
         self._failure: BaseException | None = None
         self._content_type: str | None = None
@@ -226,12 +234,13 @@ class Response:
                 self._failure = failure
                 return buffered
             raise failure from exc
-        except AsyncClientError:
-            raise  # ours, set by interrupt() (ClientClosedError is also a RuntimeError)
         except RuntimeError as exc:
-            # aiohttp's "Connection closed." when its connection went away under the read.
+            # aiohttp's own words when its connection went away under the read; any other
+            # RuntimeError (two tasks reading one stream) is a caller's bug, and stays one.
+            if isinstance(exc, AsyncClientError) or exc.args != ("Connection closed.",):
+                raise
             raise APIConnectionError(
-                f"The connection to {self.url} was closed during the stream: {exc}", url=self.url
+                f"The connection to {self.url} was closed during the stream.", url=self.url
             ) from exc
 
     def interrupt(self, error: BaseException) -> None:
@@ -246,6 +255,8 @@ class Response:
         if self._released:
             return
         self._released = True
+        if self._live is not None:
+            self._live.discard(self)
         if self._response.content.at_eof():
             self._response.release()
         else:
@@ -279,8 +290,8 @@ class Transport:
         # (aiohttp copies them in C), which costs less per request than passing them each
         # time; a borrowed session gets them merged into each request's headers.
         self._default_headers: Mapping[str, str] = dict(headers or {})
-        # Open streams, so that closing the session does not leave a read waiting forever.
-        self._streams: weakref.WeakSet[Response] = weakref.WeakSet()
+        # Responses not released yet, so that closing the session wakes their reads.
+        self._live: set[Response] = set()
         self._closed = False
 
     @property
@@ -351,7 +362,7 @@ class Transport:
             )
         except _TRANSLATED as exc:
             raise _map_error(exc, url, "request") from exc
-        return Response(response, url)
+        return Response(response, url, self._live)
 
     def pool_stats(self) -> tuple[int, int]:
         """``(in use, idle)`` pooled connections, for leak checks in tests and diagnostics."""
@@ -364,18 +375,14 @@ class Transport:
         idle = getattr(connector, "_conns", {})
         return (len(acquired), sum(len(conns) for conns in idle.values()))
 
-    def track(self, response: Response) -> None:
-        """Note a response that a stream will read from, for :meth:`aclose`."""
-        self._streams.add(response)
-
     async def aclose(self) -> None:
         if self._closed:
             return
         self._closed = True
         if self._owns_session and self._session is not None:
             # Closing the session drops its connections without waking a read that waits on
-            # one: the streams still open are told first, and fail at once.
-            for response in list(self._streams):
+            # one: the responses still open are told first, and their reads fail at once.
+            for response in list(self._live):
                 response.interrupt(
                     ClientClosedError("The client was closed while this stream was open.")
                 )

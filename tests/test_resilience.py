@@ -8,6 +8,7 @@ no connection is left checked out of the client's pool.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import gzip
 import logging
@@ -164,28 +165,71 @@ async def test_a_borrowed_session_keeps_the_deadlines_of_calls_in_flight_after_a
 
 
 @pytest.mark.parametrize("waiting", [True, False], ids=["read-waiting", "read-after"])
-async def test_a_stream_left_open_when_the_client_closes_fails_at_once(
+async def test_a_stream_left_open_when_the_client_closes_ends_at_once_with_its_text(
     emulator: GatewayEmulator, waiting: bool
 ) -> None:
     # No deadline at all, so nothing but the close can end the read: it must neither hang
-    # nor leak aiohttp's own RuntimeError.
+    # nor leak aiohttp's own RuntimeError, and the text received so far is kept.
     client = AsyncClient(base_url=emulator.base_url, retry=None, timeout=None)
     emulator.inject(Fault(stall_after_events=1, stall_seconds=30.0))
     async with client.completions.stream(model=MODEL, prompt=PROMPT) as stream:
-        await stream.__anext__()  # the first chunk; the server then stalls
+        first = await stream.__anext__()  # the server then stalls
         if waiting:
             reader = asyncio.create_task(stream.__anext__())
             await asyncio.sleep(0.05)  # the read is now waiting on the stalled server
             await client.aclose()
-            with pytest.raises(ClientClosedError):
-                async with asyncio.timeout(5):
-                    await reader
+            pending: Any = reader
         else:
             await client.aclose()
-            with pytest.raises(ClientClosedError):
-                async with asyncio.timeout(5):
-                    await stream.__anext__()
+            pending = stream.__anext__()
+        with pytest.raises(IncompleteStreamError, match="client was closed") as caught:
+            async with asyncio.timeout(5):
+                await pending
+    assert caught.value.partial_text == first.choices[0].text
+    assert isinstance(caught.value.__cause__, ClientClosedError)
     assert stream.closed
+
+
+@pytest.mark.parametrize("answer", ["json", "event-stream"])
+async def test_a_plain_call_in_flight_when_the_client_closes_ends_at_once(
+    emulator: GatewayEmulator, answer: str
+) -> None:
+    client = AsyncClient(base_url=emulator.base_url, retry=None, timeout=None)
+    if answer == "json":
+        emulator.inject(Fault(body_delay=30.0))  # headers and half the body, then nothing
+        call = client.completions.create(model=MODEL, prompt=PROMPT)
+    else:
+        # A server that streams its answer to a plain request, then stalls.
+        emulator.inject(Fault(stall_after_events=1, stall_seconds=30.0))
+        call = client.completions.create(model=MODEL, prompt=PROMPT, extra_body={"stream": True})
+    task = asyncio.create_task(call)
+    await emulator.wait_for_requests(1)
+    await asyncio.sleep(0.05)  # the body read is now waiting
+    await client.aclose()
+    with pytest.raises((ClientClosedError, IncompleteStreamError)):
+        async with asyncio.timeout(5):
+            await task
+
+
+async def test_two_tasks_reading_one_stream_is_a_caller_error_not_a_broken_stream(
+    emulator: GatewayEmulator,
+) -> None:
+    # aiohttp refuses a second concurrent read with a RuntimeError: that is a bug in the
+    # caller's code, and must not pass for a broken connection (which could be restarted).
+    restarts: list[StreamRestart] = []
+    emulator.inject(Fault(stall_after_events=1, stall_seconds=1.0))
+    client = AsyncClient(base_url=emulator.base_url, retry=None, timeout=None)
+    context = client.completions.stream(model=MODEL, prompt=PROMPT, on_restart=restarts.append)
+    async with client, context as stream:
+        await stream.__anext__()
+        first = asyncio.create_task(stream.__anext__())
+        await asyncio.sleep(0.05)
+        with pytest.raises(RuntimeError, match="another coroutine"):
+            await stream.__anext__()
+        first.cancel()
+        with contextlib.suppress(asyncio.CancelledError, AsyncClientError):
+            await first
+    assert restarts == []
 
 
 async def test_a_server_asking_for_an_hour_is_not_waited_on(
@@ -311,6 +355,23 @@ async def test_a_stream_that_timed_out_restarts_once_and_completes(
     assert text.endswith(full.text)
     assert (await stream.final_completion()).text == full.text
     assert emulator.received == 3  # the plain call, the stalled stream, its restart
+
+
+async def test_a_stream_past_its_total_deadline_is_not_restarted(
+    retrying: AsyncClient, emulator: GatewayEmulator
+) -> None:
+    # `total` bounds the whole call: a restart would start out past it, so it is not sent.
+    emulator.inject(Fault(stall_after_events=1, stall_seconds=2.0))
+    restarts: list[StreamRestart] = []
+    context = retrying.completions.stream(
+        model=MODEL, prompt=PROMPT, timeout=Timeout(total=0.3), on_restart=restarts.append
+    )
+    with pytest.raises(StreamTimeoutError) as caught:
+        async with asyncio.timeout(10):
+            await drain(context)
+    assert caught.value.phase == "total"
+    assert restarts == []
+    assert emulator.received == 1
 
 
 async def test_restarts_are_bounded(retrying: AsyncClient, emulator: GatewayEmulator) -> None:

@@ -27,7 +27,7 @@ from asyncclient import (
     StreamDecodeError,
 )
 from asyncclient._sse import SSEDecoder
-from asyncclient._transport import Response
+from asyncclient._transport import ClientClosedError, Response
 
 _encoder = msgspec.json.Encoder()
 
@@ -301,6 +301,28 @@ class EndlessAfterDone(FakeResponse):
         if self.stall:
             await asyncio.sleep(3600)
         return b": trailing\n\n" * 100
+
+
+class ClosedAfterDone(FakeResponse):
+    """The client is closed while the stream drains what follows ``[DONE]``."""
+
+    @property
+    def at_eof(self) -> bool:
+        return False
+
+    async def read_chunk(self) -> bytes:
+        if self._pieces:
+            return self._pieces.pop(0)
+        raise ClientClosedError("The client was closed while this stream was open.")
+
+
+async def test_a_client_closed_during_the_drain_does_not_spoil_a_whole_completion() -> None:
+    body = b"data: " + chunk_event(0, "whole") + b"\n\ndata: [DONE]\n\n"
+    response = ClosedAfterDone([body])
+    async with CompletionStream(cast(Response, response)) as stream:
+        completion = await stream.final_completion()
+    assert completion.text == "whole"
+    assert response.released
 
 
 @pytest.mark.parametrize("stall", [False, True], ids=["endless-bytes", "silence"])
