@@ -1,10 +1,11 @@
 """The stream object: an async iterator of chunks and an async context manager.
 
-Data path per network read: bytes -> :class:`SSEDecoder` (sans-IO) -> the data slices of all
-complete events -> one msgspec decoder call -> chunks queued for the caller. The connection is
+Data path per network read: bytes -> the data of its complete events (split in one call on a
+plain stream, by :class:`SSEDecoder`, sans-IO, otherwise) -> one msgspec decode per event,
+mapped with no Python frame per event -> chunks queued for the caller. The connection is
 released on every exit path: ``[DONE]``, exhaustion, ``break`` inside ``async with``, an
-exception, cancellation, and (with a ``ResourceWarning``) garbage collection of a stream that
-was never closed.
+exception, cancellation, the client's ``aclose()``, and (with a ``ResourceWarning``) garbage
+collection of a stream that was never closed.
 """
 
 from __future__ import annotations
