@@ -40,8 +40,8 @@ __all__ = ["Deadline", "Deadlines", "current_task_getter"]
 def current_task_getter(loop: asyncio.AbstractEventLoop) -> Callable[[], asyncio.Task[Any] | None]:
     """``asyncio.current_task`` for ``loop``, as cheap as the Python version allows.
 
-    Up to 3.11 it is Python code (about 0.2 us, paid on every request and on every read of a
-    stream with a deadline) over a dict kept in C; from 3.12 on it is C itself.
+    Up to 3.11 it is Python code (about 0.2 us, paid on every request with a deadline) over
+    a dict kept in C; from 3.12 on it is C itself.
     """
     current_tasks = getattr(asyncio.tasks, "_current_tasks", None)
     if sys.version_info < (3, 12) and isinstance(current_tasks, dict):

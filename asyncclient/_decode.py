@@ -136,8 +136,10 @@ decode_chunk: Final = _chunk_decoder.decode
 def decode_chunks(datas: list[bytes]) -> list[CompletionChunk]:
     """Decode several events' data, one chunk each, with no Python frame per event.
 
-    Raises msgspec errors on the first bad one: the caller then decodes one by one to find
-    out which event was bad.
+    Each payload on its own (so none can borrow bytes from its neighbours), by ``map``:
+    faster than joining them into one JSON array and decoding that (measured: 400 against
+    440 ns per event). Raises msgspec errors on the first bad one: the caller then decodes
+    one by one to find out which event was bad.
     """
     return list(map(decode_chunk, datas))
 

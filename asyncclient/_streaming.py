@@ -504,19 +504,14 @@ class CompletionStream:
 
     def _decode_plain(self, payloads: list[bytes]) -> list[CompletionChunk] | None:
         """One chunk per event's data, or ``None`` when one does not decode as exactly one
-        chunk (the framer then finds out which and why).
-
-        Each payload is decoded on its own, by ``map`` (no Python frame per event): faster
-        than joining them into one JSON array (measured: 400 against 440 ns per event), and
-        exact, since no payload can borrow from its neighbours.
-        """
+        chunk (the framer then finds out which and why)."""
         if payloads[-1] == DONE:
             self._done = self._complete = True
             payloads.pop()
             if not payloads:
                 return []
         try:
-            return list(map(decode_chunk, payloads))
+            return decode_chunks(payloads)
         except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError):
             self._done = self._complete = False
             return None
