@@ -121,7 +121,6 @@ async def _floor_client(
     async with aiohttp.ClientSession(connector=connector) as session:
         endpoint = url + "/v1/completions"
         decode_body = floor.completion_decoder.decode
-        decode_chunk = floor.chunk_decoder.decode
 
         async def request() -> int:
             async with session.post(endpoint, data=REQUEST, headers=HEADERS) as response:
@@ -131,24 +130,13 @@ async def _floor_client(
             return 1
 
         async def stream() -> int:
-            count = 0
-            buffer = b""
             async with session.post(endpoint, data=STREAM_REQUEST, headers=HEADERS) as response:
+                if decode:
+                    return await floor.read_floor_stream(response.content.iter_any())
+                count = 0
                 async for piece in response.content.iter_any():
-                    if not decode:
-                        count += piece.count(b"\n\n")
-                        continue
-                    buffer += piece
-                    if b"\n\n" not in buffer:
-                        continue
-                    *events, buffer = buffer.split(b"\n\n")
-                    for event in events:
-                        payload = event[6:]
-                        if payload == b"[DONE]":
-                            return count
-                        decode_chunk(payload)
-                        count += 1
-            return count - 1 if not decode else count  # the ceiling counted [DONE] too
+                    count += piece.count(b"\n\n")
+            return count - 1  # the ceiling counted [DONE] too
 
         yield request, stream
 

@@ -8,12 +8,19 @@ advance. Nothing here validates what a real client must: no BOM, no comments, no
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
 from typing import Final
 
 import msgspec
 
-__all__ = ["FloorChunk", "FloorCompletion", "async_floor_stream", "bytes_only", "floor_stream"]
+__all__ = [
+    "FloorChunk",
+    "FloorCompletion",
+    "async_floor_stream",
+    "bytes_only",
+    "floor_stream",
+    "read_floor_stream",
+]
 
 
 class FloorLogprobs(msgspec.Struct):
@@ -76,6 +83,26 @@ def floor_stream(pieces: Iterable[bytes], separator: bytes = b"\n\n") -> int:
     buffer = b""
     count = 0
     for piece in pieces:
+        buffer += piece
+        if separator not in buffer:
+            continue
+        *events, buffer = buffer.split(separator)
+        for event in events:
+            payload = event[6:]
+            if payload == _DONE:
+                return count
+            decode(payload)
+            count += 1
+    return count
+
+
+async def read_floor_stream(pieces: AsyncIterable[bytes], separator: bytes = b"\n\n") -> int:
+    """:func:`floor_stream` over a live response's pieces (the end-to-end floor): the same
+    framing, the reads awaited, the chunks decoded and counted in one loop."""
+    decode = chunk_decoder.decode
+    buffer = b""
+    count = 0
+    async for piece in pieces:
         buffer += piece
         if separator not in buffer:
             continue

@@ -115,21 +115,8 @@ async def _raw(
         return 1
 
     async def stream() -> int:
-        count = 0
-        buffer = b""
         async with session.post(endpoint, data=STREAM_REQUEST, headers=HEADERS) as response:
-            async for piece in response.content.iter_any():
-                buffer += piece
-                if b"\n\n" not in buffer:
-                    continue
-                *events, buffer = buffer.split(b"\n\n")
-                for event in events:
-                    payload = event[6:]
-                    if payload == b"[DONE]":
-                        return count
-                    floor.chunk_decoder.decode(payload)
-                    count += 1
-        return count
+            return await floor.read_floor_stream(response.content.iter_any())
 
     try:
         yield request, stream
