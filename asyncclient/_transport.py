@@ -339,10 +339,11 @@ class Transport:
         response headers are in.
 
         Only the connect timeout is applied here; the caller bounds the wait for headers
-        (one timer per call, shared with the body read). Socket read timeouts stay off:
-        aiohttp's timer is reset by any byte, keep-alive comments included, so streams
-        enforce their own idle limit per content event. Redirects are not followed: a 3xx
-        comes back as a status error, so ``Authorization`` is never replayed to another host.
+        (one deadline per call on the client's shared timer, moved for the body read).
+        Socket read timeouts stay off: aiohttp's timer is reset by any byte, keep-alive
+        comments included, so streams enforce their own idle limit per content event.
+        Redirects are not followed: a 3xx comes back as a status error, so ``Authorization``
+        is never replayed to another host.
         """
         session = self._get_session()
         if not self._owns_session and self._default_headers:
