@@ -55,9 +55,15 @@ logger = logging.getLogger("asyncclient")
 _DRAIN_SECONDS: Final = 1.0
 _DRAIN_BYTES: Final = 64 * 1024
 
-_BLANK_LINE: Final = b"\n\n"
 _DATA_PREFIX: Final = b"data: "
-_NEXT_EVENT: Final = b"\n\ndata: "
+_LF_BLANK_LINE: Final = b"\n\n"
+_CRLF_BLANK_LINE: Final = b"\r\n\r\n"
+_CRLF_BLANK_CR: Final = b"\r\n\r"  # the CR ends the blank line, whatever follows it
+# The plain path's CRLF states (`_crlf_end`): an event's line ends so far (the key) and what
+# completes it; or, with no carry, an event that ended at a read's last byte, a CR, whose
+# LF may start the next read.
+_CRLF_UNFINISHED_ENDS: Final = (b"\r", b"\r\n")
+_CRLF_END_REST: Final = {b"\r": b"\n\r", b"\r\n": b"\r", _CRLF_BLANK_CR: b"\n"}
 # `int in bytes` is a bare memchr; `bytes in bytes` runs a general search, several times
 # slower on the short reads of a live stream.
 _CR: Final = 0x0D
@@ -137,7 +143,8 @@ class CompletionStream:
         # completion_so_far, final_completion() and partial output on errors.
         self._accumulator = CompletionAccumulator() if accumulate else None
         self._carry = b""  # plain path: the start of an event whose end has not arrived
-        self._held_cr = False  # plain path: a CR that ended the last read (maybe CRLF's half)
+        self._crlf_end = b""  # plain path: how much of its CRLF blank line the carry holds
+        self._crlf = False  # plain path: the backlog's line ends are CRLF (else LF)
         self._backlog = b""  # plain path: complete events not decoded yet
         self._backlog_at = 0
         self._backlog_end = 0
@@ -349,8 +356,7 @@ class CompletionStream:
             raise
         self._framer = SSEDecoder(max_event_size=self._max_event_size)
         self._framer_fed = False
-        self._carry = self._backlog = b""
-        self._held_cr = False
+        self._carry = self._backlog = self._crlf_end = b""
         self._started = False
         self._complete = False
         if accumulator is not None:
@@ -380,94 +386,186 @@ class CompletionStream:
 
     # -- decoding: the plain fast path and the general framer --------------------------------
     #
-    # Nearly every OpenAI-compatible server sends "plain" streams: LF line ends and events
-    # that are one `data: {json}` line each. For those, the complete events of a read are
-    # split on the separator in one call and their payloads decoded by `map`, with no event
-    # objects and no Python frame per event. Anything else (a lone CR, comments,
-    # `event:`/`id:` lines, multi-line data, a payload that does not decode) goes to the
-    # general SSE framer, which produces the exact events and errors. CRLF line ends are
-    # turned into LF first, which SSE defines as the same. Each read picks its path anew,
+    # Nearly every OpenAI-compatible server sends "plain" streams: events that are one
+    # `data: {json}` line each, every line ended the same way, LF or CRLF. For those, the
+    # complete events of a read are split on the known separator in one call and their
+    # payloads decoded by `map`, with no event objects and no Python frame per event; a read
+    # that completes exactly one event (a live token stream's usual read) decodes it inline.
+    # Anything else (a lone CR or LF, a mix of the two styles, comments, `event:`/`id:`
+    # lines, multi-line data, a payload that does not decode) goes to the general SSE
+    # framer, which produces the exact events and errors. Each read picks its path anew,
     # whenever the framer holds nothing.
 
     def _consume(self, data: bytes) -> None:
-        carry = self._carry
-        if (
-            carry
-            and _LF not in data
-            and _CR not in data
-            and data
-            and not self._held_cr
-            and len(carry) + len(data) <= self._carry_limit
-        ):
-            # Still inside one event (small reads): nothing can complete without a new LF.
-            self._carry = carry + data
-            return
-        if not data or (self._framer_fed and not self._framer.at_boundary):
-            self._feed_framer(self._take_carry() + data, at_end=not data)
-            return
-        held_cr = self._held_cr
-        if held_cr or _CR in data:
-            # CRLF line ends become LF, which is exactly how SSE reads them, and take the plain
-            # path. A CR that ends a read may be half of a CRLF split across reads: it is held
-            # back until the next read shows. Any other CR is a line end of its own (rare):
-            # the framer takes the raw bytes.
-            plain = data.replace(b"\r\n", b"\n")
-            hold = plain[-1] == _CR
-            if hold:
-                plain = plain[:-1]
-            if (held_cr and data[0] != _LF) or _CR in plain:
-                self._feed_framer(self._take_carry() + data, at_end=False)
-                return
-            self._held_cr = hold
-            data = plain
-            if not data:
-                return
-        self._carry = b""
-        buffer = carry + data if carry else data
-        # A read larger than max_event_size goes to the framer, which checks each event.
-        cut = buffer.rfind(_BLANK_LINE) if len(buffer) <= self._plain_limit else -2
-        if cut == -1 and len(buffer) <= _MAX_CARRY:
-            self._carry = buffer  # no complete event yet
-            return
-        if cut < 0 or not buffer.startswith(_DATA_PREFIX):
-            self._hand_to_framer(buffer)
-            return
-        if not self._started:
-            self._started = True
-            self._framer.mark_started()
-        self._carry = buffer[cut + 2 :]
-        if buffer.find(_LF) == cut:
-            # Exactly one event (a live token stream sends one per read): decode it directly.
-            body = buffer[6:cut]
+        while True:
+            carry = self._carry
+            crlf_end = self._crlf_end
+            if crlf_end:
+                # A CRLF event's blank line is arriving (the carry is the event, `crlf_end`
+                # what has come of its line ends), or the last one ended at a read's final CR
+                # (no carry): a read that goes on with it costs a comparison, however the
+                # reads split a CR from its LF.
+                rest = _CRLF_END_REST[crlf_end]
+                if not data.startswith(rest):
+                    if not carry:  # no LF after that final CR: nothing to drop
+                        self._crlf_end = b""
+                        continue
+                    if data and rest.startswith(data):  # more of the blank line, not all yet
+                        self._carry = carry + data
+                        self._crlf_end = crlf_end + data
+                    else:
+                        self._feed_framer(self._take_carry() + data, at_end=not data)
+                    return
+                self._carry = self._crlf_end = b""
+                after = data[len(rest) :]
+                if not carry:  # the LF was that final CR's other half
+                    if not after:
+                        return
+                    data = after
+                    continue
+                if not carry.startswith(_DATA_PREFIX):
+                    self._hand_to_framer(carry + data)
+                    return
+                # The blank line's CR completes the event: it is never held back for an LF.
+                event = carry
+                end = len(carry) - len(crlf_end)
+            else:
+                if (
+                    carry
+                    and _LF not in data
+                    and _CR not in data
+                    and data
+                    and len(carry) + len(data) <= self._carry_limit
+                ):
+                    # Still inside one event (small reads): nothing completes without an LF.
+                    self._carry = carry + data
+                    return
+                if not data or (self._framer_fed and not self._framer.at_boundary):
+                    self._feed_framer(self._take_carry() + data, at_end=not data)
+                    return
+                if _CR in data:
+                    if (
+                        not carry
+                        and _LF not in data
+                        and data.find(_CR) == len(data) - 1
+                        and len(data) <= self._carry_limit
+                    ):
+                        # A CRLF event's data line up to its CR (a live stream whose reads
+                        # split CR from LF): the event has begun, nothing more to see yet.
+                        self._carry = data
+                        self._crlf_end = b"\r"
+                    else:
+                        self._consume_crlf(carry, data)
+                    return
+                self._carry = b""
+                buffer = carry + data if carry else data
+                # A read larger than max_event_size goes to the framer, which checks each one.
+                cut = buffer.rfind(_LF_BLANK_LINE) if len(buffer) <= self._plain_limit else -2
+                if cut == -1 and len(buffer) <= _MAX_CARRY:
+                    self._carry = buffer  # no complete event yet
+                    return
+                if cut < 0 or not buffer.startswith(_DATA_PREFIX):
+                    self._hand_to_framer(buffer)
+                    return
+                self._carry = buffer[cut + 2 :]
+                if buffer.find(_LF) != cut:
+                    self._crlf = False
+                    self._start_backlog(buffer, cut)
+                    return
+                event = buffer
+                end = cut
+                rest = after = b""
+            # Exactly one complete event, `event[:end]`: decoded here, inline (the hot path).
+            body = event[6:end]
             if body == DONE:
                 self._done = self._complete = True
                 return
             try:
                 chunk = decode_chunk(body)
             except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError):
-                self._hand_to_framer(buffer)  # not plain after all: the framer finds out why
+                # Not plain after all: the framer takes all of it and finds out why.
+                self._hand_to_framer(event + rest + after)
                 return
             accumulator = self._accumulator
             if accumulator is not None:
                 accumulator.add(chunk)
             self._pending.append(chunk)
+            if not self._started:
+                self._started = True
+                self._framer.mark_started()
+            if not crlf_end:
+                return
+            # A CRLF event ended at its blank line's CR: an LF next is that CR's other half.
+            self._crlf_end = _CRLF_BLANK_CR
+            if not after:
+                return
+            data = after
+
+    def _consume_crlf(self, carry: bytes, data: bytes) -> None:
+        """The plain path for a read with a CR in it: every line end must be CRLF."""
+        if carry and _LF in carry:
+            self._hand_to_framer(carry + data)  # LF line ends, then a CR: a mix
             return
-        self._backlog = buffer
-        self._backlog_at = 0
-        self._backlog_end = cut
-        self._decode_backlog_slice()
+        self._carry = b""
+        buffer = carry + data if carry else data
+        if len(buffer) > self._plain_limit:
+            cut = -2
+        elif buffer.endswith(_CRLF_BLANK_CR):
+            cut = len(buffer) - 3  # the last event is complete at the read's final CR
+        else:
+            cut = buffer.rfind(_CRLF_BLANK_LINE)
+        if cut == -1 and len(buffer) <= _MAX_CARRY:
+            crlf_end = _crlf_unfinished_end(buffer)
+            if crlf_end is None:
+                self._hand_to_framer(buffer)
+            else:
+                self._carry = buffer  # no complete event yet
+                self._crlf_end = crlf_end
+            return
+        if cut < 0 or not buffer.startswith(_DATA_PREFIX):
+            self._hand_to_framer(buffer)
+            return
+        if buffer.find(_CR) == cut and buffer.find(_LF) == cut + 1:
+            # Exactly one event: it goes the way of a CRLF event completed across reads.
+            self._carry = buffer[: cut + 1]
+            self._crlf_end = b"\r"
+            self._consume(buffer[cut + 1 :])
+            return
+        carry = buffer[cut + 4 :]
+        if carry:
+            # Unlike an LF one, a CRLF carry could hold a complete event (`\n\n`, `\r\r`, ...):
+            # it must be the start of one plain CRLF event.
+            crlf_end = _crlf_unfinished_end(carry)
+            if crlf_end is None:
+                self._hand_to_framer(buffer)
+                return
+            self._carry = carry
+            self._crlf_end = crlf_end
+        elif cut + 3 == len(buffer):
+            self._crlf_end = _CRLF_BLANK_CR  # an LF next is the final CR's other half
+        self._crlf = True
+        self._start_backlog(buffer, cut)
 
     def _take_carry(self) -> bytes:
-        """The plain path's unfinished bytes (with a held CR), for the framer to continue."""
-        carry = self._carry + b"\r" if self._held_cr else self._carry
-        self._carry = b""
-        self._held_cr = False
+        """The plain path's unfinished bytes, for the framer to continue."""
+        carry = self._carry
+        self._carry = self._crlf_end = b""
         return carry
 
     def _hand_to_framer(self, buffer: bytes) -> None:
         """The framer continues from ``buffer``, which already includes the carry."""
-        self._carry = buffer
-        self._feed_framer(self._take_carry(), at_end=False)
+        self._carry = self._crlf_end = b""
+        self._feed_framer(buffer, at_end=False)
+
+    def _start_backlog(self, buffer: bytes, end: int) -> None:
+        """Decode the complete events of ``buffer[:end]`` (more than one), slice by slice."""
+        if not self._started:
+            self._started = True
+            self._framer.mark_started()
+        self._backlog = buffer
+        self._backlog_at = 0
+        self._backlog_end = end
+        self._decode_backlog_slice()
 
     def _decode_backlog_slice(self) -> None:
         """Decode the next slice of complete plain events (about 16 KiB of them).
@@ -479,26 +577,28 @@ class CompletionStream:
         backlog = self._backlog
         start = self._backlog_at
         end = self._backlog_end
+        crlf = self._crlf
+        blank_line = _CRLF_BLANK_LINE if crlf else _LF_BLANK_LINE
         if end - start > _SLICE_BYTES:
-            cut = backlog.find(_BLANK_LINE, start + _SLICE_BYTES, end)
+            cut = backlog.find(blank_line, start + _SLICE_BYTES, end)
             if cut >= 0:
                 end = cut
         if end >= self._backlog_end:
             self._backlog = b""
         else:
-            self._backlog_at = end + 2
+            self._backlog_at = end + len(blank_line)
         chunks = None
         if backlog.startswith(_DATA_PREFIX, start):
-            payloads = backlog[start + 6 : end].split(_NEXT_EVENT)
+            payloads = backlog[start + 6 : end].split(blank_line + _DATA_PREFIX)
             for payload in payloads:
-                if _LF in payload:
+                if _LF in payload or (crlf and _CR in payload):
                     break  # a multi-line event, a comment, an `id:` line: the framer's job
             else:
                 chunks = self._decode_plain(payloads)
         if chunks is None:
             # Not plain after all: the framer takes over from this slice, exactly.
             self._backlog = b""
-            self._hand_to_framer(backlog[start : self._backlog_end + 2] + self._carry)
+            self._hand_to_framer(backlog[start : self._backlog_end + len(blank_line)] + self._carry)
         elif chunks:
             self._queue(chunks)
 
@@ -704,6 +804,16 @@ def _timer_fired(stream_ref: weakref.ref[CompletionStream]) -> None:
     stream = stream_ref()
     if stream is not None:
         stream._on_timer()
+
+
+def _crlf_unfinished_end(data: bytes) -> bytes | None:
+    """The line ends ``data`` finishes with, if it can be the start of one plain CRLF event
+    (``b""`` when it has no line end yet); ``None`` if it cannot."""
+    cr = data.find(_CR)
+    if cr < 0:
+        return None if _LF in data else b""
+    end = data[cr:]
+    return end if end in _CRLF_UNFINISHED_ENDS and data.find(_LF, 0, cr) < 0 else None
 
 
 def _server_error(data: bytes) -> ServerStreamError:

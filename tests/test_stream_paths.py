@@ -341,3 +341,105 @@ async def test_the_drain_after_done_is_bounded(
     assert response.released
     # Endless bytes stop at the byte budget (64 KiB of 1.2 KB reads); silence at the time one.
     assert response.extra_reads <= (1 if stall else 60)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    spec=events,
+    line_ends=st.lists(st.sampled_from([b"\n", b"\r\n", b"\r"]), min_size=1, max_size=16),
+    done=st.booleans(),
+    points=st.lists(st.integers(0, 10_000), max_size=12),
+)
+async def test_line_ends_drawn_one_by_one_any_chunking_match_the_framer(
+    spec: list[tuple[str, int, str]], line_ends: list[bytes], done: bool, points: list[int]
+) -> None:
+    # Each line end on its own, so one event can end in CRLF then LF, or CR then CRLF: the
+    # CRLF path's half-finished blank lines must give way to the framer exactly when SSE does.
+    marked = render(spec, b"\x00", done)
+    ends = itertools.cycle(line_ends)
+    body = b"".join(part + next(ends) for part in marked.split(b"\x00")[:-1])
+    body += marked.split(b"\x00")[-1]
+    expected_texts, expected_error = reference(body)
+    texts, error = await run(cut(body, points))
+    assert texts == expected_texts
+    assert (type(error) if error is not None else None) is expected_error
+
+
+_A = b"data: " + chunk_event(0, "a")
+_B = b"data: " + chunk_event(0, "b")
+
+
+@pytest.mark.parametrize(
+    "pieces",
+    [
+        # A blank line cut short by the end of the body: the CR there still ends it.
+        [_A + b"\r", b"\n\r"],
+        [_A + b"\r\n\r"],
+        # The blank line goes on as LF only, or as a second CR.
+        [_A + b"\r", b"\n", b"\n", _B + b"\n\n"],
+        [_A + b"\r", b"\r", _B + b"\r\r"],
+        [_A + b"\r\n", b"\r", b"\r" + _B + b"\r\n\r\n"],
+        # What completes the event is followed by events with other line ends.
+        [_A + b"\r\n\r", b"\n" + _B + b"\n\ndata: [DONE]\n\n"],
+        [_A + b"\r\n\r", b"\n" + _B + b"\r" + _A[6:] + b"\r\n\r\n"],
+        [_A + b"\r\n\r", b"\n" + _B + b"\rdata: [DONE]\r\r"],
+        # Lines that are not `data:` but look like events once cut at six bytes.
+        [b"retry: " + chunk_event(0, "r") + b"\r", b"\n\r\n", _B + b"\r\n\r\n"],
+        [b": comment\r", b"\n\r", b"\n" + _B + b"\r\n\r\ndata: [DONE]\r\n\r\n"],
+        # Data that does not decode, found only when its blank line completes.
+        [b"data: {not json\r", b"\n\r\n", _B + b"\r\n\r\n"],
+        [_A[:-1] + b"\r", b"\n\r", b"\n" + _B + b"\r\n\r\n"],
+    ],
+)
+async def test_crlf_blank_lines_split_across_reads_match_the_framer(pieces: list[bytes]) -> None:
+    expected_texts, expected_error = reference(b"".join(pieces))
+    texts, error = await run(pieces)
+    assert texts == expected_texts
+    assert (type(error) if error is not None else None) is expected_error
+
+
+valid_events = st.lists(
+    st.one_of(
+        st.tuples(st.just("chunk"), st.integers(0, 2), st.text(max_size=8)),
+        st.tuples(st.just("comment"), st.just(0), st.just("")),
+        st.tuples(st.just("named"), st.integers(0, 2), st.text(max_size=8)),
+        st.tuples(st.just("multiline"), st.just(0), st.just("")),
+    ),
+    max_size=12,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    spec=valid_events,
+    line_ends=st.lists(st.sampled_from([b"\n", b"\r\n", b"\r"]), min_size=1, max_size=16),
+    points=st.lists(st.integers(0, 10_000), max_size=12),
+)
+async def test_each_event_is_out_after_the_read_that_completes_it(
+    spec: list[tuple[str, int, str]], line_ends: list[bytes], points: list[int]
+) -> None:
+    # No path may sit on a complete event waiting for more bytes (a live stream may pause
+    # right after it): after every read, as many chunks as the framer has events.
+    marked = render(spec, b"\x00", done=False)
+    ends = itertools.cycle(line_ends)
+    body = b"".join(part + next(ends) for part in marked.split(b"\x00")[:-1])
+    stream = CompletionStream(cast(Response, FakeResponse([])), accumulate=False)
+    framer = SSEDecoder()
+    ready = expected = 0
+    try:
+        for piece in cut(body, points):
+            stream._consume(piece)
+            while stream._backlog:
+                stream._decode_backlog_slice()
+            ready += len(stream._pending)
+            stream._pending.clear()
+            for event in framer.feed(piece):
+                if event.data:
+                    try:
+                        msgspec.json.decode(event.data, type=CompletionChunk)
+                    except msgspec.DecodeError:
+                        return  # two events' lines merged into one: a decode error (above)
+                    expected += 1
+            assert ready == expected
+    finally:
+        await stream.aclose()
