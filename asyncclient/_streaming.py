@@ -421,6 +421,15 @@ class CompletionStream:
                 if not carry:  # the LF was that final CR's other half
                     if not after:
                         return
+                    if (
+                        _LF not in after
+                        and after.find(_CR) == len(after) - 1
+                        and len(after) <= self._carry_limit
+                    ):
+                        # The next event's data line, up to its CR (see below): kept.
+                        self._carry = after
+                        self._crlf_end = b"\r"
+                        return
                     data = after
                     continue
                 if not carry.startswith(_DATA_PREFIX):
