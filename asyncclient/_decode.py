@@ -8,7 +8,7 @@ fails do we look closer, to raise an error that says what was wrong.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 import msgspec
@@ -45,6 +45,16 @@ _chunk_decoder: Final = msgspec.json.Decoder(CompletionChunk, strict=False)
 _error_decoder: Final = msgspec.json.Decoder(_ErrorEnvelope, strict=False)
 _request_validator: Final = msgspec.json.Decoder(CompletionRequest)
 _encoder: Final = msgspec.json.Encoder()
+
+_find_logprobs: Callable[[bytes], list[tuple[int, int, int]] | None] | None
+try:
+    from ._scan import logprobs_spans as _find_logprobs
+except ImportError:  # built without a C compiler: msgspec checks the logprobs as it skips them
+    _find_logprobs = None
+# Below this, msgspec skipping the logprobs costs less than scanning for them; and cutting
+# them out pays off only when they are most of the body (not, say, four nulls).
+_SCAN_FROM_BYTES: Final = 16 * 1024
+_CUT_FROM_SHARE: Final = 0.5
 
 
 _MISSING_FIELD: Final = re.compile(r"Object missing required field `([^`]+)`")
@@ -108,11 +118,43 @@ def decode_completion(body: bytes) -> Completion:
 
 
 def decode_completion_lazy(body: bytes) -> LazyCompletion:
-    """Like :func:`decode_completion`, leaving each choice's logprobs as raw JSON."""
+    """Like :func:`decode_completion`, leaving each choice's logprobs as raw JSON.
+
+    The compiled scan (``asyncclient._scan``) finds where the logprobs lie without parsing
+    them, msgspec decodes the rest of the body as usual, and the logprobs' own JSON is
+    checked when :meth:`~asyncclient.LazyCompletionChoice.logprobs` reads it. Without the
+    extension (no C compiler at install), msgspec checks that JSON here while skipping it.
+    """
+    if _find_logprobs is not None and len(body) >= _SCAN_FROM_BYTES:
+        spans = _find_logprobs(body)
+        if spans and sum(end - start for _, start, end in spans) >= _CUT_FROM_SHARE * len(body):
+            completion = _decode_around(body, spans)
+            if completion is not None:
+                return completion
     try:
         return _lazy_completion_decoder.decode(body)
     except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise _body_error(exc, body) from exc
+
+
+def _decode_around(body: bytes, spans: list[tuple[int, int, int]]) -> LazyCompletion | None:
+    """Decode ``body`` with each span (a choice's logprobs value) replaced by ``null``, then
+    give each choice its value as ``msgspec.Raw``; ``None`` if that does not decode (the
+    whole body is decoded then, for an error with the body's own offsets)."""
+    pieces: list[bytes] = []
+    rest_start = 0
+    for _, start, end in spans:
+        pieces += (body[rest_start:start], b"null")
+        rest_start = end
+    pieces.append(body[rest_start:])
+    try:
+        completion = _lazy_completion_decoder.decode(b"".join(pieces))
+    except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError):
+        return None
+    choices = completion.choices
+    for position, start, end in spans:
+        choices[position].raw_logprobs = msgspec.Raw(body[start:end])
+    return completion
 
 
 def _body_error(exc: Exception, body: bytes) -> ResponseDecodeError:

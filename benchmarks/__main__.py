@@ -38,7 +38,6 @@ SECTIONS: Final = {
     "overhead": "where the end-to-end gap to the floor comes from, step by step",
 }
 RESULTS: Final = Path(__file__).resolve().parent / "results"
-NOT_ADOPTED: Final = "[prototype, not adopted]"
 README_MARKERS: Final = ("<!-- results:start -->", "<!-- results:end -->")
 
 
@@ -241,22 +240,15 @@ def evaluate_targets(report: Report) -> Table:
     eager = _get(lazy, decode_bench.OURS + ", eager")
     _target(
         report,
-        "large body, logprobs unread: eager / lazy, shipped exact path (time)",
+        "large body, logprobs unread: eager / decode_completion_lazy (time)",
         eager / _get(lazy, decode_bench.LAZY),
         5,
         True,
     )
     _report_only(
         report,
-        "large body, logprobs unread: eager / the bound for any exact lazy path (time)",
-        eager / _get(lazy, decode_bench.LAZY_BOUND),
-    )
-    _target(
-        report,
-        f"large body, logprobs unread: eager / lazy {NOT_ADOPTED} (time)",
-        eager / _get(lazy, decode_bench.LAZY_PROTOTYPE),
-        5,
-        True,
+        "large body, logprobs unread: eager / lazy without the compiled scan (time)",
+        eager / _get(lazy, decode_bench.LAZY_MSGSPEC),
     )
     stream = results.get("stream", {})
     for chunking, timing in stream.items():
