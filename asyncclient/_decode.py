@@ -14,7 +14,7 @@ from typing import Any, Final
 import msgspec
 import msgspec.inspect
 
-from ._exceptions import RequestValidationError, ResponseDecodeError, excerpt
+from ._exceptions import DECODE_ERRORS, RequestValidationError, ResponseDecodeError, excerpt
 from ._models import (
     Completion,
     CompletionChunk,
@@ -113,7 +113,7 @@ def decode_completion(body: bytes) -> Completion:
     # every plain call, and a small body decodes in well under a microsecond.
     try:
         return _completion_decoder.decode(body)
-    except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError) as exc:
+    except DECODE_ERRORS as exc:
         raise _body_error(exc, body) from exc
 
 
@@ -125,7 +125,7 @@ def decode_completion_lazy(body: bytes) -> LazyCompletion:
     checked when :meth:`~asyncclient.LazyCompletionChoice.logprobs` reads it. Without the
     extension (no C compiler at install), msgspec checks that JSON here while skipping it.
     """
-    if _find_logprobs is not None and len(body) >= _SCAN_FROM_BYTES:
+    if _find_logprobs is not None and len(body) >= _SCAN_FROM_BYTES and type(body) is bytes:
         spans = _find_logprobs(body)
         if spans and sum(end - start for _, start, end in spans) >= _CUT_FROM_SHARE * len(body):
             completion = _decode_around(body, spans)
@@ -133,7 +133,7 @@ def decode_completion_lazy(body: bytes) -> LazyCompletion:
                 return completion
     try:
         return _lazy_completion_decoder.decode(body)
-    except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError) as exc:
+    except DECODE_ERRORS as exc:
         raise _body_error(exc, body) from exc
 
 
@@ -149,7 +149,7 @@ def _decode_around(body: bytes, spans: list[tuple[int, int, int]]) -> LazyComple
     pieces.append(body[rest_start:])
     try:
         completion = _lazy_completion_decoder.decode(b"".join(pieces))
-    except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError):
+    except DECODE_ERRORS:
         return None
     choices = completion.choices
     for position, start, end in spans:
@@ -163,6 +163,11 @@ def _body_error(exc: Exception, body: bytes) -> ResponseDecodeError:
             f"Response body does not match the completion schema: {exc}. Body: {excerpt(body)}",
             body=body,
             path=validation_error_path(exc),
+        )
+    if isinstance(exc, RecursionError):
+        return ResponseDecodeError(
+            f"Response body is nested too deeply to decode ({exc}). Body: {excerpt(body)}",
+            body=body,
         )
     # msgspec reports invalid UTF-8 inside a string as a bare UnicodeDecodeError.
     return ResponseDecodeError(
@@ -190,7 +195,7 @@ def decode_error(body: bytes) -> ErrorDetail | None:
     """The error detail in a JSON error body (either form), or ``None`` if there is none."""
     try:
         return _error_decoder.decode(body).detail()
-    except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError):
+    except DECODE_ERRORS:
         return None
 
 

@@ -43,7 +43,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
+
+import msgspec
 
 from ._retry import parse_retry_after
 
@@ -78,6 +80,16 @@ __all__ = [
     "retry_classification",
     "status_error_class",
 ]
+
+# What decoding untrusted bytes can raise: msgspec's own errors, a bare UnicodeDecodeError for
+# invalid UTF-8 inside a string, and RecursionError for JSON nested deeper than msgspec goes.
+# Decoders catch exactly these and raise ResponseDecodeError or StreamDecodeError instead.
+DECODE_ERRORS: Final = (
+    msgspec.ValidationError,
+    msgspec.DecodeError,
+    UnicodeDecodeError,
+    RecursionError,
+)
 
 _EXCERPT_BYTES = 200
 

@@ -18,6 +18,8 @@ from typing import Annotated, Any, Final, Generic, Literal, Protocol, TypeAlias,
 import msgspec
 from msgspec import UNSET, Meta, Struct, UnsetType
 
+from ._exceptions import DECODE_ERRORS, ResponseDecodeError
+
 __all__ = [
     "UNSET",
     "AgenticRagConfig",
@@ -167,9 +169,7 @@ class LazyCompletionChoice(Struct, kw_only=True, gc=False):
             return None
         try:
             return _logprobs_decoder.decode(raw)
-        except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError) as exc:
-            from ._exceptions import ResponseDecodeError
-
+        except DECODE_ERRORS as exc:
             raise ResponseDecodeError(f"Invalid logprobs: {exc}", body=bytes(raw)) from exc
 
 

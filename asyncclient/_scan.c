@@ -4,14 +4,19 @@
  * found here are cut out of the body, msgspec decodes the rest exactly as it decodes any
  * body, and each value is kept as msgspec.Raw, checked when it is read. The scan only has to
  * be exact about structure (where strings, objects and arrays begin and end) on valid JSON;
- * on anything else it must stay in bounds and either give up (return None, and msgspec
- * decodes the whole body) or produce a cut that msgspec then rejects.
+ * on any other input it must stay in bounds and either give up (return None, and msgspec
+ * decodes the whole body) or produce a cut that msgspec then rejects. It gives up on a value
+ * whose braces and brackets do not balance separately, so damage inside logprobs cannot move
+ * the cut over the fields after them.
  *
  * Logprobs are most of a large body, so skipping a nested value is the hot loop. It works on
- * 64-byte blocks of bitmasks (quotes, backslashes, opening and closing brackets), in the
- * manner of simdjson: escaped characters and string interiors are found with bit arithmetic,
- * so the cost per block does not depend on how many short strings it holds, and brackets
- * are only counted, not visited one by one, unless this block may close the value.
+ * 64-byte blocks of bitmasks (quotes, backslashes, braces, brackets), in the manner of
+ * simdjson: escaped characters and string interiors are found with bit arithmetic, so the
+ * cost per block does not depend on how many short strings it holds, and brackets are only
+ * counted, not visited one by one, unless this block may close the value. It needs SSE2
+ * (every x86-64 CPU); elsewhere logprobs_spans returns None, since a byte-by-byte scan is
+ * slower than msgspec skipping the values itself. GCC and Clang builtins are used; a
+ * compiler without them fails the (optional) build, and the library works without it.
  */
 
 #define PY_SSIZE_T_CLEAN
@@ -19,9 +24,8 @@
 #include <stdint.h>
 #include <string.h>
 
-#if defined(__SSE2__) || defined(_M_X64)
+#if defined(__SSE2__)
 #include <emmintrin.h>
-#define HAVE_SSE2 1
 #endif
 
 typedef const unsigned char *cursor;
@@ -31,6 +35,7 @@ typedef struct {
     uint64_t backslashes;
     uint64_t opens;  /* '{' and '[' */
     uint64_t closes; /* '}' and ']' */
+    uint64_t braces; /* bytes with bit 5 set: tells '{' and '}' from '[' and ']' */
 } block_masks;
 
 static inline int is_space(unsigned char c) {
@@ -44,51 +49,49 @@ static inline cursor skip_spaces(cursor p, cursor end) {
     return p;
 }
 
-#ifdef HAVE_SSE2
-static inline void masks16(const unsigned char *p, block_masks *out, int shift) {
+#if defined(__SSE2__)
+static inline void masks16(cursor p, int shift, block_masks *m) {
     const __m128i chunk = _mm_loadu_si128((const __m128i *)p);
     /* c | 0x20 maps '[' onto '{' and ']' onto '}', and nothing else onto either. */
     const __m128i folded = _mm_or_si128(chunk, _mm_set1_epi8(0x20));
-    out->quotes |= (uint64_t)(unsigned)_mm_movemask_epi8(
-                       _mm_cmpeq_epi8(chunk, _mm_set1_epi8('"')))
-                   << shift;
-    out->backslashes |= (uint64_t)(unsigned)_mm_movemask_epi8(
-                            _mm_cmpeq_epi8(chunk, _mm_set1_epi8('\\')))
-                        << shift;
-    out->opens |= (uint64_t)(unsigned)_mm_movemask_epi8(
-                      _mm_cmpeq_epi8(folded, _mm_set1_epi8('{')))
-                  << shift;
-    out->closes |= (uint64_t)(unsigned)_mm_movemask_epi8(
-                       _mm_cmpeq_epi8(folded, _mm_set1_epi8('}')))
-                   << shift;
+#define MASK(v) ((uint64_t)(unsigned)_mm_movemask_epi8(v) << shift)
+    m->quotes |= MASK(_mm_cmpeq_epi8(chunk, _mm_set1_epi8('"')));
+    m->backslashes |= MASK(_mm_cmpeq_epi8(chunk, _mm_set1_epi8('\\')));
+    m->opens |= MASK(_mm_cmpeq_epi8(folded, _mm_set1_epi8('{')));
+    m->closes |= MASK(_mm_cmpeq_epi8(folded, _mm_set1_epi8('}')));
+    m->braces |= MASK(_mm_slli_epi16(chunk, 2)); /* bit 5 of each byte, moved to bit 7 */
+#undef MASK
 }
 #endif
 
-/* The masks of the 64 bytes at p; `available` may be less than 64 at the end of the body,
- * where the missing bytes count as plain characters. */
-static inline void block_masks_at(cursor p, Py_ssize_t available, block_masks *out) {
-    out->quotes = out->backslashes = out->opens = out->closes = 0;
-#ifdef HAVE_SSE2
+/* The masks of the 64 bytes at p (bit i for p[i]); where fewer than 64 bytes are left, the
+ * missing ones count as plain characters. */
+static inline void block_masks_at(cursor p, Py_ssize_t available, block_masks *m) {
+    m->quotes = m->backslashes = m->opens = m->closes = m->braces = 0;
+#if defined(__SSE2__)
     if (available >= 64) {
-        masks16(p, out, 0);
-        masks16(p + 16, out, 16);
-        masks16(p + 32, out, 32);
-        masks16(p + 48, out, 48);
+        masks16(p, 0, m);
+        masks16(p + 16, 16, m);
+        masks16(p + 32, 32, m);
+        masks16(p + 48, 48, m);
         return;
     }
 #endif
-    Py_ssize_t count = available < 64 ? available : 64;
+    const Py_ssize_t count = available < 64 ? available : 64;
     for (Py_ssize_t i = 0; i < count; i++) {
         const unsigned char c = p[i];
         const uint64_t bit = (uint64_t)1 << i;
         if (c == '"') {
-            out->quotes |= bit;
+            m->quotes |= bit;
         } else if (c == '\\') {
-            out->backslashes |= bit;
+            m->backslashes |= bit;
         } else if ((c | 0x20) == '{') {
-            out->opens |= bit;
+            m->opens |= bit;
         } else if ((c | 0x20) == '}') {
-            out->closes |= bit;
+            m->closes |= bit;
+        }
+        if (c & 0x20) {
+            m->braces |= bit;
         }
     }
 }
@@ -126,27 +129,44 @@ static inline uint64_t escaped_characters(uint64_t backslashes, int *carry) {
     return escaped;
 }
 
-/* p is at the '{' or '[' that opens a value: returns just past its matching bracket, or NULL
- * if the body ends first. Brackets are matched by count only (valid JSON nests them right). */
-static cursor skip_container(cursor p, cursor end) {
-    Py_ssize_t depth = 0;
-    uint64_t in_string = 0; /* all ones while a string continues from the previous block */
+static inline Py_ssize_t count_bits(uint64_t x) {
+    return __builtin_popcountll(x);
+}
+
+/* start is at the '{' or '[' that opens a value: returns just past its matching bracket, or
+ * NULL if the body ends first or the value's braces and brackets do not balance (a damaged
+ * value: msgspec reports it, rather than the scan cutting the body in the wrong place). */
+#if defined(__x86_64__) && defined(__ELF__) && defined(__GNUC__)
+/* Two builds, picked at load time: with the POPCNT instruction (nearly every x86-64 CPU; the
+ * scan runs almost twice as fast), and without it. */
+__attribute__((target_clones("popcnt", "default")))
+#endif
+static cursor skip_container(cursor start, cursor end) {
+    const int is_object = *start == '{';
+    Py_ssize_t depth = 0;       /* of the value's own kind of bracket */
+    Py_ssize_t other_depth = 0; /* of the other kind */
+    uint64_t in_string = 0;     /* all ones while a string continues from the last block */
     int escape_carry = 0;
-    for (cursor block = p; block < end; block += 64) {
+    const Py_ssize_t length = end - start;
+    for (Py_ssize_t offset = 0; offset < length; offset += 64) {
+        const cursor block = start + offset;
         block_masks m;
-        block_masks_at(block, end - block, &m);
+        block_masks_at(block, length - offset, &m);
         if (m.backslashes | (uint64_t)escape_carry) {
-            const uint64_t escaped = escaped_characters(m.backslashes, &escape_carry);
-            m.quotes &= ~escaped;
+            m.quotes &= ~escaped_characters(m.backslashes, &escape_carry);
         }
         const uint64_t strings = prefix_xor(m.quotes) ^ in_string;
         in_string = (uint64_t)0 - (strings >> 63);
-        const uint64_t opens = m.opens & ~strings;
-        const uint64_t closes = m.closes & ~strings;
-        const Py_ssize_t closing = __builtin_popcountll(closes);
+        const uint64_t kind = is_object ? m.braces : ~m.braces;
+        const uint64_t opens = m.opens & kind & ~strings;
+        const uint64_t closes = m.closes & kind & ~strings;
+        const uint64_t other_opens = m.opens & ~kind & ~strings;
+        const uint64_t other_closes = m.closes & ~kind & ~strings;
+        const Py_ssize_t closing = count_bits(closes);
         if (closing < depth) {
             /* Fewer closing brackets than open ones: the value cannot end in this block. */
-            depth += __builtin_popcountll(opens) - closing;
+            depth += count_bits(opens) - closing;
+            other_depth += count_bits(other_opens) - count_bits(other_closes);
             continue;
         }
         uint64_t brackets = opens | closes;
@@ -156,40 +176,32 @@ static cursor skip_container(cursor p, cursor end) {
             if (opens & ((uint64_t)1 << i)) {
                 depth++;
             } else if (--depth == 0) {
-                return block + i + 1;
+                const uint64_t so_far = ((uint64_t)2 << i) - 1; /* bits 0..i */
+                other_depth +=
+                    count_bits(other_opens & so_far) - count_bits(other_closes & so_far);
+                return other_depth == 0 ? block + i + 1 : NULL;
             }
         }
+        other_depth += count_bits(other_opens) - count_bits(other_closes);
     }
     return NULL;
 }
 
 /* p is just past an opening quote: returns just past the closing one, or NULL. */
 static cursor skip_string(cursor p, cursor end) {
-    for (;;) {
-#ifdef HAVE_SSE2
-        while (end - p >= 16) {
-            const __m128i chunk = _mm_loadu_si128((const __m128i *)p);
-            const int hits = _mm_movemask_epi8(
-                _mm_or_si128(_mm_cmpeq_epi8(chunk, _mm_set1_epi8('"')),
-                             _mm_cmpeq_epi8(chunk, _mm_set1_epi8('\\'))));
-            if (hits) {
-                p += __builtin_ctz((unsigned)hits);
-                break;
-            }
-            p += 16;
+    int escape_carry = 0;
+    const Py_ssize_t length = end - p;
+    for (Py_ssize_t offset = 0; offset < length; offset += 64) {
+        block_masks m;
+        block_masks_at(p + offset, length - offset, &m);
+        if (m.backslashes | (uint64_t)escape_carry) {
+            m.quotes &= ~escaped_characters(m.backslashes, &escape_carry);
         }
-#endif
-        while (p < end && *p != '"' && *p != '\\') {
-            p++;
+        if (m.quotes) {
+            return p + offset + __builtin_ctzll(m.quotes) + 1;
         }
-        if (p >= end) {
-            return NULL;
-        }
-        if (*p == '"') {
-            return p + 1;
-        }
-        p += 2; /* a backslash and the character it escapes (\uXXXX: hex digits follow) */
     }
+    return NULL;
 }
 
 /* A number, true, false or null: up to the next delimiter. */
@@ -358,7 +370,8 @@ static int scan_body(cursor base, cursor end, PyObject *spans) {
             if (seen_choices++) {
                 return 0; /* a repeated key: leave it to msgspec */
             }
-            p = *p == '[' ? scan_choices(p, end, base, spans, &error) : skip_value(p, end);
+            p = p < end && *p == '[' ? scan_choices(p, end, base, spans, &error)
+                                     : skip_value(p, end);
         } else {
             p = skip_value(p, end);
         }
@@ -375,6 +388,11 @@ static int scan_body(cursor base, cursor end, PyObject *spans) {
 
 static PyObject *logprobs_spans(PyObject *module, PyObject *body) {
     (void)module;
+#if !defined(__SSE2__)
+    /* Without vector compares the scan is slower than msgspec skipping the values itself. */
+    (void)body;
+    Py_RETURN_NONE;
+#else
     Py_buffer view;
     if (PyObject_GetBuffer(body, &view, PyBUF_SIMPLE) < 0) {
         return NULL;
@@ -395,6 +413,7 @@ static PyObject *logprobs_spans(PyObject *module, PyObject *body) {
         return NULL;
     }
     Py_RETURN_NONE;
+#endif
 }
 
 PyDoc_STRVAR(logprobs_spans_doc,
@@ -408,18 +427,28 @@ static PyMethodDef scan_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
+static PyModuleDef_Slot scan_slots[] = {
+#if PY_VERSION_HEX >= 0x030C0000
+    {Py_mod_multiple_interpreters, Py_MOD_PER_INTERPRETER_GIL_SUPPORTED},
+#endif
+#if PY_VERSION_HEX >= 0x030D0000
+    {Py_mod_gil, Py_MOD_GIL_NOT_USED}, /* no state: safe without the GIL */
+#endif
+    {0, NULL},
+};
+
 static struct PyModuleDef scan_module = {
     PyModuleDef_HEAD_INIT,
     "asyncclient._scan",
     "A structural scan of completion bodies for decode_completion_lazy.",
     0,
     scan_methods,
-    NULL,
+    scan_slots,
     NULL,
     NULL,
     NULL,
 };
 
 PyMODINIT_FUNC PyInit__scan(void) {
-    return PyModule_Create(&scan_module);
+    return PyModuleDef_Init(&scan_module);
 }

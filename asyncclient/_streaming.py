@@ -33,6 +33,7 @@ from ._decode import (
     validation_error_path,
 )
 from ._exceptions import (
+    DECODE_ERRORS,
     APIConnectionError,
     AsyncClientError,
     IncompleteStreamError,
@@ -491,7 +492,7 @@ class CompletionStream:
                 return
             try:
                 chunk = decode_chunk(body)
-            except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError):
+            except DECODE_ERRORS:
                 # Not plain after all: the framer takes all of it and finds out why.
                 self._hand_to_framer(event + rest + after)
                 return
@@ -621,7 +622,7 @@ class CompletionStream:
                 return []
         try:
             return decode_chunks(payloads)
-        except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError):
+        except DECODE_ERRORS:
             self._done = self._complete = False
             return None
 
@@ -677,12 +678,12 @@ class CompletionStream:
             return
         try:
             chunks = decode_chunks(payloads)
-        except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError):
+        except DECODE_ERRORS:
             chunks = []
             for data in payloads:
                 try:
                     chunks.append(decode_chunk(data))
-                except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError) as exc:
+                except DECODE_ERRORS as exc:
                     self._queue(chunks)
                     self._fail(_bad_event(data, exc))
                     return

@@ -128,17 +128,29 @@ json_values = st.recursive(
 )
 
 
+# Keys the scan reads as they are; backslashes in them make it give up (tested apart).
+plain_keys = st.sampled_from(["x", "extra", "meta", "logprobs", "choices"])
+containers = st.dictionaries(tricky_text, json_values, min_size=1, max_size=6) | st.lists(
+    json_values, min_size=1, max_size=6
+)
+
+
 @st.composite
-def completions(draw: st.DrawFn) -> dict[str, Any]:
+def completions(draw: st.DrawFn, escaped_keys: bool = True) -> dict[str, Any]:
+    """A completion whose first choice has logprobs that are an object or an array (so the
+    decode around the scan runs), with fields the model does not know at both levels."""
+    keys = plain_keys | tricky_text if escaped_keys else plain_keys
     choices = []
-    for index in range(draw(st.integers(0, 3))):
+    for index in range(draw(st.integers(1, 3))):
         choice: dict[str, Any] = {"index": index, "text": draw(tricky_text)}
         if draw(st.booleans()):
+            choice[draw(keys)] = draw(json_values)
+        if index == 0:
+            choice["logprobs"] = draw(containers)
+        elif draw(st.booleans()):
             choice["logprobs"] = draw(json_values)
         if draw(st.booleans()):
             choice["finish_reason"] = draw(st.none() | tricky_text)
-        if draw(st.booleans()):
-            choice[draw(tricky_text)] = draw(json_values)  # a field the model does not know
         choices.append(dict(draw(st.permutations(list(choice.items())))))
     body: dict[str, Any] = {
         "id": draw(tricky_text),
@@ -148,7 +160,9 @@ def completions(draw: st.DrawFn) -> dict[str, Any]:
         "choices": choices,
     }
     if draw(st.booleans()):
-        body[draw(st.sampled_from(["logprobs", "usage_extra", "x"]))] = draw(json_values)
+        extra = draw(keys)
+        if extra != "choices":
+            body[extra] = draw(json_values)
     return dict(draw(st.permutations(list(body.items()))))
 
 
@@ -169,8 +183,53 @@ def test_any_completion_decodes_as_msgspec_alone_decodes_it(document: dict[str, 
         expected = msgspec_alone(body)
         assert not isinstance(expected, ResponseDecodeError)
         assert lazy(body) == expected
-        # Equal results alone could hide a scan that gives up (msgspec then does it all).
         assert _decode._find_logprobs(body) == reference_spans(body)
+
+
+@settings(max_examples=200, deadline=None)
+@given(document=completions(escaped_keys=False))
+def test_completions_with_plain_keys_are_cut_where_their_logprobs_lie(
+    document: dict[str, Any],
+) -> None:
+    # No escaped or repeated keys: the scan must not give up (when it does, msgspec decodes
+    # the body whole and the result is equal anyway, which alone would prove nothing).
+    assert _decode._find_logprobs is not None
+    for body in renderings(document):
+        spans = _decode._find_logprobs(body)
+        assert spans
+        assert spans == reference_spans(body)
+        assert _decode._decode_around(body, spans) == msgspec_alone(body)
+
+
+def _outside_logprobs(completion: LazyCompletion) -> tuple[Any, ...]:
+    choices = [(c.index, c.text, c.finish_reason) for c in completion.choices]
+    return (completion.id, completion.object, completion.model, completion.usage, choices)
+
+
+@settings(max_examples=200, deadline=None)
+@given(document=completions(escaped_keys=False), data=st.data())
+def test_damage_inside_logprobs_never_changes_the_fields_around_them(
+    document: dict[str, Any], data: st.DataObject
+) -> None:
+    body = msgspec.json.encode(document)
+    original = msgspec_alone(body)
+    assert isinstance(original, LazyCompletion)
+    assert _decode._find_logprobs is not None
+    spans = _decode._find_logprobs(body)
+    assert spans
+    _, start, end = spans[0]
+    damaged = bytearray(body)
+    for _ in range(data.draw(st.integers(1, 3))):
+        damaged[data.draw(st.integers(start, end - 1))] = data.draw(
+            st.sampled_from(b'"\\{}[],: x\xff')
+        )
+    expected = msgspec_alone(bytes(damaged))
+    got = lazy(bytes(damaged))
+    if isinstance(expected, LazyCompletion):
+        assert got == expected
+    elif isinstance(got, LazyCompletion):
+        # Accepted now, reported by logprobs(): everything else must be as it was sent.
+        assert _outside_logprobs(got) == _outside_logprobs(original)
 
 
 @settings(max_examples=150, deadline=None)
@@ -198,6 +257,45 @@ def test_damaged_bodies_fail_now_or_when_their_logprobs_are_read(
             except ResponseDecodeError as exc:
                 failures.append(exc)
         assert failures
+
+
+@pytest.mark.parametrize("typo", [b'["a"}', b"1]"])
+def test_a_bracket_typo_in_logprobs_does_not_swallow_the_fields_after_them(typo: bytes) -> None:
+    # Counted as one kind of bracket, the logprobs would end at the choice's own "}", and
+    # text and finish_reason would vanish into them without an error.
+    body = (
+        b'{"id":"c","object":"o","model":"m","choices":[{"index":0,'
+        b'"logprobs":{"tokens":' + typo + b',"text":"hello","finish_reason":"stop"}}]}'
+    )
+    assert _decode._find_logprobs is not None
+    assert _decode._find_logprobs(body) is None
+    assert isinstance(lazy(body), ResponseDecodeError)
+
+
+def test_nesting_deeper_than_msgspec_goes_is_a_decode_error() -> None:
+    deep = b"[" * 5000 + b"]" * 5000
+    body = (
+        b'{"id":"c","object":"o","model":"m","choices":[{"index":0,"text":"t",'
+        b'"logprobs":{"tokens":["a"],"x":' + deep + b"}}]}"
+    )
+    with pytest.raises(ResponseDecodeError, match="nested too deeply"):
+        decode_completion(body)
+    assert isinstance(msgspec_alone(body), ResponseDecodeError)
+    completion = lazy(body)  # the nesting is inside the logprobs: reported when read
+    assert isinstance(completion, LazyCompletion)
+    assert completion.choices[0].text == "t"
+    with pytest.raises(ResponseDecodeError):
+        completion.choices[0].logprobs()
+
+
+def test_the_scan_stays_in_bounds_at_the_end_of_any_prefix() -> None:
+    assert _decode._find_logprobs is not None
+    body = b'{"choices": [{"logprobs": {"a": ["\\"", 1]}, "x": 2}], "y": "z"}'
+    for end in range(len(body)):
+        # bytearray and memoryview slices end exactly at the data (bytes have a hidden NUL).
+        for prefix in (bytearray(body[:end]), memoryview(body)[:end]):
+            assert _decode._find_logprobs(prefix) is None  # type: ignore[arg-type]
+    assert _decode._find_logprobs(body) is not None
 
 
 def test_every_truncation_of_a_body_fails_as_msgspec_alone_fails() -> None:
@@ -415,3 +513,34 @@ def test_lazy_gives_what_eager_gives(data: bytes) -> None:
         eager.model,
         eager.created,
     )
+
+
+def test_small_bodies_and_bodies_of_little_logprobs_keep_the_msgspec_path(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.undo()  # the production thresholds
+    scan = _decode._find_logprobs
+    assert scan is not None
+    scanned: list[int] = []
+    cut: list[int] = []
+    decode_around = _decode._decode_around
+
+    def counted_scan(data: bytes) -> list[tuple[int, int, int]] | None:
+        scanned.append(len(data))
+        return scan(data)
+
+    def counted_cut(data: bytes, spans: list[tuple[int, int, int]]) -> LazyCompletion | None:
+        cut.append(len(data))
+        return decode_around(data, spans)
+
+    monkeypatch.setattr(_decode, "_find_logprobs", counted_scan)
+    monkeypatch.setattr(_decode, "_decode_around", counted_cut)
+    small = _with_logprobs(1, [" a"] * 20)
+    long_text = _with_logprobs(1, [" a"] * 20).replace(b'"m"', b'"' + b"m" * 40_000 + b'"')
+    large = _with_logprobs(1, [" a"] * 1000)
+    for data in (small, long_text, large):
+        assert decode_completion_lazy(data).choices[0].logprobs() == (
+            decode_completion(data).choices[0].logprobs
+        )
+    assert scanned == [len(long_text), len(large)]  # the small one: not even scanned
+    assert cut == [len(large)]  # the long text: its logprobs are too small a share

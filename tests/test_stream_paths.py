@@ -443,3 +443,13 @@ async def test_each_event_is_out_after_the_read_that_completes_it(
             assert ready == expected
     finally:
         await stream.aclose()
+
+
+async def test_an_event_nested_deeper_than_msgspec_goes_is_a_decode_error() -> None:
+    # msgspec raises a bare RecursionError there; it must not leak from the stream.
+    deep = b'{"id":"c","model":"m","choices":[],"x":' + b"[" * 5000 + b"]" * 5000 + b"}"
+    one = b"data: " + deep + b"\n\n"
+    for pieces in ([one], [one + one], [one.replace(b"\n", b"\r\n")]):
+        texts, error = await run(pieces)
+        assert texts == []
+        assert isinstance(error, StreamDecodeError)
