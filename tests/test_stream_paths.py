@@ -100,7 +100,7 @@ def reference(body: bytes) -> tuple[list[str], type[BaseException] | None]:
             return texts, None
         try:
             chunk = msgspec.json.decode(event.data, type=CompletionChunk)
-        except (msgspec.ValidationError, msgspec.DecodeError):
+        except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError):
             return texts, StreamDecodeError
         texts.extend(f"{c.index}:{c.text}" for c in chunk.choices)
     return texts, IncompleteStreamError
@@ -237,6 +237,20 @@ async def test_a_large_read_is_decoded_in_slices_without_losing_order() -> None:
     texts, error = await run([body])
     assert error is None
     assert texts == [f"{i % 3}:{i}" for i in range(3000)]
+
+
+@pytest.mark.parametrize("reads", ["one", "last LF apart"])
+async def test_a_large_crlf_read_is_decoded_in_slices_without_losing_order(reads: str) -> None:
+    body = b"".join(b"data: " + chunk_event(i % 3, f"{i}") + b"\r\n\r\n" for i in range(3000))
+    body += b"data: [DONE]\r\n\r\n"
+    # Cut before the last LF, the read ends at a blank line's CR: its event is complete.
+    pieces = [body] if reads == "one" else [body[:-1], body[-1:]]
+    response = FakeResponse(pieces)
+    stream = CompletionStream(cast(Response, response))
+    async with stream:
+        texts = [f"{c.index}:{c.text}" async for chunk in stream for c in chunk.choices]
+    assert texts == [f"{i % 3}:{i}" for i in range(3000)]
+    assert not stream._framer_fed
 
 
 async def test_events_after_done_are_ignored() -> None:
