@@ -129,6 +129,7 @@ class CompletionStream:
         accumulate: bool = True,
     ) -> None:
         self._response = response
+        self._read_chunk = response.read_chunk if response is not None else _no_more_bytes
         self._max_event_size = max_event_size
         self._plain_limit = max_event_size if max_event_size is not None else sys.maxsize
         self._carry_limit = min(_MAX_CARRY, self._plain_limit)
@@ -177,12 +178,13 @@ class CompletionStream:
             first_event = self._idle
         self._first_event = first_event
         self._total_deadline = total_deadline
+        # The content deadline is `_last_content + _content_limit`: first_event from the
+        # start, idle from the first content event on. A read with content only stores the
+        # time; the deadline is worked out when the timer is armed or fires.
         self._seen_content = False
-        self._content_deadline: float | None = None
-        self._deadline: float | None = None  # the earlier of the two: what a read is under
-        self._set_content_deadline(
-            self._loop_time() + first_event if first_event is not None else None
-        )
+        self._content_limit = first_event
+        self._last_content = self._loop_time()
+        self._untimed = first_event is None and total_deadline is None  # reads need no timer
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = math.inf
         self._reading = False  # a read under a deadline is in progress
@@ -203,29 +205,27 @@ class CompletionStream:
         if pending:
             return pending.popleft()
         while not pending:
-            if self._pending_error is not None:
-                error, self._pending_error = self._pending_error, None
+            if self._done:  # (also set whenever an error is pending)
+                error = self._pending_error
+                if error is None:
+                    await self._finish()
+                    raise StopAsyncIteration
+                self._pending_error = None
                 if await self._restart(error):
                     continue
                 await self.aclose()
                 raise error
-            if self._done:
-                await self._finish()
-                raise StopAsyncIteration
             try:
                 if self._backlog:
                     self._decode_backlog_slice()
                 else:
-                    response = self._response
-                    assert response is not None
-                    deadline = self._deadline
-                    if deadline is None:
-                        data = await response.read_chunk()
+                    if self._untimed:
+                        data = await self._read_chunk()
                     else:
-                        if deadline < self._timer_at:
-                            self._arm_timer(deadline)
+                        if self._timer is None:
+                            self._arm_timer(self._deadline())
                         self._reading = True
-                        data = await response.read_chunk()
+                        data = await self._read_chunk()
                         self._reading = False
                         if self._deadline_passed:
                             # Data came in the same loop turn as the deadline: too late, as
@@ -248,15 +248,9 @@ class CompletionStream:
                     raise failure from None  # our own timer interrupted the read: no cause
                 raise failure from exc
             if pending:
-                idle = self._idle
-                if idle is not None:
-                    # _set_content_deadline, inline: this runs for every read with content.
-                    when = self._content_deadline = self._loop_time() + idle
-                    total = self._total_deadline
-                    self._deadline = when if total is None or when < total else total
-                elif not self._seen_content:
-                    self._set_content_deadline(None)  # first_event met; no idle limit after it
-                self._seen_content = True
+                self._last_content = self._loop_time()
+                if not self._seen_content:
+                    self._first_content()
         return pending.popleft()
 
     def _read_error(self, exc: BaseException) -> BaseException:
@@ -305,8 +299,8 @@ class CompletionStream:
         response = self._response
         if not self._reading or self._closed or response is None:
             return  # between reads: the next read arms the timer again
-        deadline = self._deadline
-        if deadline is not None and self._loop_time() < deadline:
+        deadline = self._deadline()
+        if self._loop_time() < deadline:
             self._arm_timer(deadline)
             return
         self._deadline_passed = True
@@ -348,6 +342,7 @@ class CompletionStream:
         )
         try:
             self._response = await self._reconnect()
+            self._read_chunk = self._response.read_chunk
         except AsyncClientError as exc:
             # The restart failed: report the break itself, which carries the partial output.
             self._closed = True
@@ -365,23 +360,38 @@ class CompletionStream:
         self._done = False
         self._seen_content = False
         self._deadline_passed = False  # the deadline that passed was the old response's
-        first_event = self._first_event
-        self._set_content_deadline(
-            self._loop_time() + first_event if first_event is not None else None
-        )
+        self._content_limit = self._first_event
+        self._last_content = self._loop_time()
+        self._untimed = self._first_event is None and self._total_deadline is None
+        self._cancel_timer()  # the next read arms it for the new deadline
         self._on_restart(StreamRestart(self.restarts, error, discarded))
         return True
 
-    def _set_content_deadline(self, when: float | None) -> None:
-        self._content_deadline = when
+    def _first_content(self) -> None:
+        """first_event is met: from now on the content deadline is idle's (maybe none)."""
+        self._seen_content = True
+        self._content_limit = self._idle
+        if self._idle is None and self._total_deadline is None:
+            self._untimed = True
+        elif self._timer is not None and self._deadline() < self._timer_at:
+            self._arm_timer(self._deadline())  # idle is shorter than first_event
+
+    def _deadline(self) -> float:
+        """What a read is under now: the earlier of the content deadline and ``total``
+        (only called while one of them is set)."""
+        limit = self._content_limit
         total = self._total_deadline
-        self._deadline = when if total is None or (when is not None and when < total) else total
+        if limit is None:
+            assert total is not None
+            return total
+        content = self._last_content + limit
+        return content if total is None or content < total else total
 
     def _deadline_phase(self) -> str:
         """Which deadline a read was under: the earlier one, ``total`` on a tie."""
-        content = self._content_deadline
+        limit = self._content_limit
         total = self._total_deadline
-        if total is not None and (content is None or total <= content):
+        if total is not None and (limit is None or total <= self._last_content + limit):
             return "total"
         return "idle" if self._seen_content else "first_event"
 
@@ -482,10 +492,26 @@ class CompletionStream:
                     self._crlf = False
                     self._start_backlog(buffer, cut)
                     return
-                event = buffer
-                end = cut
-                rest = after = b""
-            # Exactly one complete event, `event[:end]`: decoded here, inline (the hot path).
+                # Exactly one event (a live token stream sends one per read): decoded here,
+                # inline, as the CRLF one below (this is the hottest path).
+                body = buffer[6:cut]
+                if body == DONE:
+                    self._done = self._complete = True
+                    return
+                try:
+                    chunk = decode_chunk(body)
+                except DECODE_ERRORS:
+                    self._hand_to_framer(buffer)  # not plain after all: the framer finds why
+                    return
+                accumulator = self._accumulator
+                if accumulator is not None:
+                    accumulator.add(chunk)
+                self._pending.append(chunk)
+                if not self._started:
+                    self._started = True
+                    self._framer.mark_started()
+                return
+            # Exactly one complete CRLF event, `event[:end]`: decoded here, inline.
             body = event[6:end]
             if body == DONE:
                 self._done = self._complete = True
@@ -503,8 +529,6 @@ class CompletionStream:
             if not self._started:
                 self._started = True
                 self._framer.mark_started()
-            if not crlf_end:
-                return
             # A CRLF event ended at its blank line's CR: an LF next is that CR's other half.
             self._crlf_end = _CRLF_BLANK_CR
             if not after:
@@ -814,6 +838,10 @@ def _timer_fired(stream_ref: weakref.ref[CompletionStream]) -> None:
     stream = stream_ref()
     if stream is not None:
         stream._on_timer()
+
+
+async def _no_more_bytes() -> bytes:
+    return b""
 
 
 def _crlf_unfinished_end(data: bytes) -> bytes | None:
