@@ -26,7 +26,7 @@ import msgspec
 
 from ._accumulate import chunk_from_completion
 from ._batch import DEFAULT_CONCURRENCY, DEFAULT_MAX_RETRIES, BatchJob, BatchSource
-from ._deadlines import Deadlines
+from ._deadlines import Deadlines, loop_clock
 from ._decode import decode_completion, decode_completion_lazy, decode_error, encode_request
 from ._exceptions import (
     APIStatusError,
@@ -342,7 +342,7 @@ class AsyncClient:
         headers = self._headers(stream, options)
         transport = self._transport
         deadlines = self._deadlines
-        loop_time = asyncio.get_running_loop().time
+        loop_time = loop_clock(asyncio.get_running_loop())
         started = loop_time()
         responses: list[Response] = []
 
@@ -384,7 +384,7 @@ class AsyncClient:
                 if deadline is not None:
                     deadlines.finish(deadline)
             if not is_stream:
-                return _decode_body(response, raw, decode_body)
+                return _decode_body(response.content_type, raw, decode_body)
             if stream:
                 return response
             # Asked for a plain body, got an event stream: read it whole, here, so that a
@@ -579,9 +579,8 @@ _encoder: Final = msgspec.json.Encoder()
 
 
 def _decode_body(
-    response: Response, body: bytes, decode: Callable[[bytes], Completion | LazyCompletion]
+    content_type: str, body: bytes, decode: Callable[[bytes], Completion | LazyCompletion]
 ) -> Completion | LazyCompletion:
-    content_type = response.content_type
     if content_type in _JSON_TYPES or content_type.endswith("+json"):
         return decode(body)
     # Some servers label JSON as text/plain or send no type at all: accept a body that

@@ -30,6 +30,7 @@ import asyncio
 import functools
 import math
 import sys
+import time
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -47,6 +48,12 @@ def current_task_getter(loop: asyncio.AbstractEventLoop) -> Callable[[], asyncio
     if sys.version_info < (3, 12) and isinstance(current_tasks, dict):
         return functools.partial(current_tasks.get, loop)
     return functools.partial(asyncio.current_task, loop)
+
+
+def loop_clock(loop: asyncio.AbstractEventLoop) -> Callable[[], float]:
+    """The loop's clock as a cheap callable: ``time.monotonic`` itself when that is all the
+    loop's ``time()`` is (the same numbers, without a Python-level call on every read)."""
+    return time.monotonic if type(loop).time is asyncio.BaseEventLoop.time else loop.time
 
 
 class Deadline:

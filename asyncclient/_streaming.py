@@ -14,7 +14,6 @@ import asyncio
 import logging
 import math
 import sys
-import time
 import warnings
 import weakref
 from collections import deque
@@ -25,6 +24,7 @@ from typing import Final, NamedTuple, Self
 import msgspec
 
 from ._accumulate import CompletionAccumulator
+from ._deadlines import loop_clock
 from ._decode import (
     DONE,
     decode_chunk,
@@ -167,11 +167,7 @@ class CompletionStream:
         # Deadlines are loop times. `idle` restarts only when content arrives, never on a
         # comment or keep-alive, so a server that only sends keep-alives still times out.
         loop = asyncio.get_running_loop()
-        # The loop's clock, read on every read with content: time.monotonic itself when that
-        # is all the loop's time() is (the same numbers, without a Python-level call).
-        self._loop_time = (
-            time.monotonic if type(loop).time is asyncio.BaseEventLoop.time else loop.time
-        )
+        self._loop_time = loop_clock(loop)  # read on every read with content
         self._idle = timeout.idle if timeout is not None else None
         first_event = timeout.first_event if timeout is not None else None
         if first_event is None:
