@@ -53,7 +53,10 @@ def current_task_getter(loop: asyncio.AbstractEventLoop) -> Callable[[], asyncio
 def loop_clock(loop: asyncio.AbstractEventLoop) -> Callable[[], float]:
     """The loop's clock as a cheap callable: ``time.monotonic`` itself when that is all the
     loop's ``time()`` is (the same numbers, without a Python-level call on every read)."""
-    return time.monotonic if type(loop).time is asyncio.BaseEventLoop.time else loop.time
+    # The bound method, not the class: a test tool may replace `time` on the loop object, and
+    # timers then run on that clock (`call_at` reads it), so deadlines must too.
+    method = getattr(loop.time, "__func__", None)
+    return time.monotonic if method is asyncio.BaseEventLoop.time else loop.time
 
 
 class Deadline:

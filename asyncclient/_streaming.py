@@ -274,12 +274,13 @@ class CompletionStream:
     # An `asyncio.timeout` around every read creates, schedules and cancels a timer handle
     # per read: several microseconds, most of the client's CPU per chunk on a live token
     # stream. The idle deadline only ever moves later as content arrives, so one timer is
-    # enough: a read re-arms it only when its deadline is earlier than the armed one; when it
-    # fires early (the deadline moved on), it re-arms itself for the current deadline; when
-    # the deadline has passed during a read, it interrupts the response (the read in
-    # progress fails), which `_read_error` turns into StreamTimeoutError. No task is
-    # cancelled, so there is no cancellation to take back, and none from outside to confuse
-    # with ours; and a read costs two attribute stores, not a task lookup.
+    # enough, and a read with content only stores the time it arrived. A read arms the timer
+    # when none is armed (the deadline is worked out then); the first content event re-arms
+    # it when idle's deadline comes before first_event's. When it fires early (content came
+    # since), it re-arms itself for the current deadline; when the deadline has passed during
+    # a read, it interrupts the response (the read in progress fails), which `_read_error`
+    # turns into StreamTimeoutError. No task is cancelled, so there is no cancellation to
+    # take back, and none from outside to confuse with ours.
 
     def _arm_timer(self, when: float) -> None:
         if self._timer is not None:
@@ -342,6 +343,7 @@ class CompletionStream:
         except AsyncClientError as exc:
             # The restart failed: report the break itself, which carries the partial output.
             self._closed = True
+            self._cancel_timer()
             raise error from exc
         except BaseException:
             self._closed = True
@@ -369,6 +371,7 @@ class CompletionStream:
         self._content_limit = self._idle
         if self._idle is None and self._total_deadline is None:
             self._untimed = True
+            self._cancel_timer()
         elif self._timer is not None and self._deadline() < self._timer_at:
             self._arm_timer(self._deadline())  # idle is shorter than first_event
 

@@ -1122,3 +1122,30 @@ def test_lazy_logprobs_that_are_not_openai_shaped_raise_a_decode_error() -> None
     completion = decode_completion_lazy(body)
     with pytest.raises(ResponseDecodeError):
         completion.choices[0].logprobs()
+
+
+@pytest.mark.parametrize("shift", [10_000.0, -10_000.0])
+async def test_deadlines_follow_a_clock_replaced_on_the_loop_object(
+    emulator: GatewayEmulator, shift: float
+) -> None:
+    # Test tools that fast-forward time replace `time` on the loop object; timers then run
+    # on that clock, so the client's deadlines must be read from it too, or they fire at
+    # once (clock ahead) or never (behind).
+    loop = asyncio.get_running_loop()
+    real_time = loop.time
+    loop.time = lambda: real_time() + shift  # type: ignore[method-assign]
+    try:
+        async with AsyncClient(
+            base_url=emulator.base_url, api_key="test-key", retry=None, timeout=Timeout(600.0)
+        ) as client:
+            completion = await client.completions.create(model=MODEL, prompt=PROMPT)
+            assert completion.choices[0].text
+            emulator.inject(Fault(headers_delay=1.0))
+            with pytest.raises(HeadersTimeoutError):
+                await client.completions.create(
+                    model=MODEL, prompt=PROMPT, timeout=Timeout(headers=0.2)
+                )
+            async with client.completions.stream(model=MODEL, prompt=PROMPT) as stream:
+                assert [chunk async for chunk in stream]
+    finally:
+        del loop.time

@@ -1,6 +1,7 @@
 """A stream's deadlines (first_event, idle, total) run on one lazily re-armed timer.
 
-The timer is armed once and only moved when a deadline comes earlier; these tests drive a
+The timer is armed by a read when none is armed, and re-armed when it fires early or when
+idle's deadline comes before first_event's; these tests drive a
 real ``CompletionStream`` over an in-memory response that can hang, and check what the caller
 gets: the chunks, then the right ``StreamTimeoutError`` phase with the partial text; outside
 cancellation untouched; and a pending timer that never keeps an abandoned stream alive.
