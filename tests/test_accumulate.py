@@ -1,5 +1,8 @@
 """Tier 1: CompletionAccumulator turns stream chunks into the completion a plain call returns."""
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from asyncclient import (
     Completion,
     CompletionAccumulator,
@@ -238,3 +241,58 @@ def test_a_snapshot_does_not_change_when_more_chunks_arrive() -> None:
     assert snapshot.choices[0].logprobs is not None
     assert snapshot.choices[0].logprobs.tokens == ["a"]
     assert first.tokens == ["a"]
+
+
+choices_of_a_chunk = st.lists(
+    st.tuples(st.integers(0, 2), st.text(max_size=3), st.sampled_from([None, "stop", "length"])),
+    max_size=3,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    chunks=st.lists(
+        st.tuples(choices_of_a_chunk, st.booleans()),
+        max_size=300,
+    ),
+    batch=st.integers(1, 40),
+)
+def test_any_mix_of_choices_per_chunk_folds_like_concatenation(
+    chunks: list[tuple[list[tuple[int, str, str | None]], bool]], batch: int
+) -> None:
+    # Chunks of one choice take a fast path that keeps the last choice's state at hand;
+    # chunks of none (usage only) or several (n > 1) go one by one, in between.
+    built = [
+        chunk(
+            *(piece(index, text, finish) for index, text, finish in spec),
+            usage=CompletionUsage(prompt_tokens=1, completion_tokens=n, total_tokens=n + 1)
+            if with_usage
+            else None,
+        )
+        for n, (spec, with_usage) in enumerate(chunks)
+    ]
+    accumulator = CompletionAccumulator()
+    for start in range(0, len(built), batch):
+        part = built[start : start + batch]
+        if len(part) == 1:
+            accumulator.add(part[0])
+        else:
+            accumulator.add_many(part)
+    texts: dict[int, str] = {}
+    finishes: dict[int, str | None] = {}
+    for spec, _ in chunks:
+        for index, text, finish in spec:
+            texts[index] = texts.get(index, "") + text
+            if finish is not None or index not in finishes:
+                finishes[index] = finish if finish is not None else finishes.get(index)
+    usages = [n for n, (_, with_usage) in enumerate(chunks) if with_usage]
+    snapshot = accumulator.snapshot()
+    if not built:
+        assert snapshot is None
+        return
+    assert snapshot is not None
+    assert {c.index: c.text for c in snapshot.choices} == texts
+    assert {c.index: c.finish_reason for c in snapshot.choices} == finishes
+    assert (snapshot.usage.completion_tokens if snapshot.usage else None) == (
+        usages[-1] if usages else None
+    )
