@@ -18,11 +18,20 @@ import pytest
 from asyncclient._deadlines import Deadlines
 
 
-async def within(deadlines: Deadlines, seconds: float, work: Awaitable[object]) -> object:
-    """``work`` under a deadline of ``seconds``, the way the client's attempts use it."""
+async def within(
+    deadlines: Deadlines,
+    seconds: float,
+    work: Awaitable[object],
+    *,
+    then: float | None = None,
+) -> object:
+    """``work`` under a deadline of ``seconds``, moved to ``then`` seconds from now before
+    the work starts when given: the way the client's attempts use it."""
     loop = asyncio.get_running_loop()
     deadline = deadlines.start(loop.time() + seconds)
     try:
+        if then is not None:
+            deadlines.move(deadline, loop.time() + then)
         return await work
     except asyncio.CancelledError:
         if deadlines.expired(deadline):
@@ -50,23 +59,9 @@ async def test_work_finished_in_time_is_left_alone() -> None:
 
 async def test_moving_a_deadline_earlier_fires_it() -> None:
     deadlines = Deadlines()
-    loop = asyncio.get_running_loop()
-
-    async def wait_past_the_moved_deadline() -> None:
-        deadline = deadlines.start(loop.time() + 600.0)
-        try:
-            deadlines.move(deadline, loop.time() + 0.01)
-            await asyncio.Event().wait()
-        except asyncio.CancelledError:
-            if deadlines.expired(deadline):
-                raise TimeoutError from None
-            raise
-        finally:
-            deadlines.finish(deadline)
-
     async with asyncio.timeout(10):
         with pytest.raises(TimeoutError):
-            await wait_past_the_moved_deadline()
+            await within(deadlines, 600.0, asyncio.Event().wait(), then=0.01)
 
 
 async def test_only_overdue_calls_are_cut() -> None:

@@ -44,6 +44,13 @@ def lazy(body: bytes) -> LazyCompletion | ResponseDecodeError:
         return exc
 
 
+def completion_body(*choices: dict[str, Any]) -> bytes:
+    """A completion body around ``choices``, encoded compactly."""
+    return msgspec.json.encode(
+        {"id": "c", "object": "text_completion", "created": 1, "model": "m", "choices": choices}
+    )
+
+
 def reference_spans(body: bytes) -> list[tuple[int, int, int]] | None:
     """What the scan must find, by the standard library's JSON parser (on latin-1 text, so
     string offsets are byte offsets), with the same rules for giving up."""
@@ -299,21 +306,14 @@ def test_the_scan_stays_in_bounds_at_the_end_of_any_prefix() -> None:
 
 
 def test_every_truncation_of_a_body_fails_as_msgspec_alone_fails() -> None:
-    document = {
-        "id": "c",
-        "object": "text_completion",
-        "created": 1,
-        "model": "m",
-        "choices": [
-            {
-                "index": 0,
-                "text": 'a "quoted" {text} \\',
-                "logprobs": {"tokens": ["a", '"', "\\"], "token_logprobs": [-0.5, -1.0, -2e-3]},
-                "finish_reason": "stop",
-            }
-        ],
-    }
-    body = msgspec.json.encode(document)
+    body = completion_body(
+        {
+            "index": 0,
+            "text": 'a "quoted" {text} \\',
+            "logprobs": {"tokens": ["a", '"', "\\"], "token_logprobs": [-0.5, -1.0, -2e-3]},
+            "finish_reason": "stop",
+        }
+    )
     assert lazy(body) == msgspec_alone(body)
     for end in range(len(body)):
         assert isinstance(lazy(body[:end]), ResponseDecodeError), end
@@ -325,14 +325,7 @@ def test_backslash_runs_across_block_edges(run: int) -> None:
     # every offset, including runs that straddle a block edge (an odd run escapes a quote).
     rng = random.Random(run)
     tokens = ["x" * rng.randint(0, 63) + "\\" * run + '"' * rng.randint(0, 2) for _ in range(8)]
-    document = {
-        "id": "c",
-        "object": "text_completion",
-        "created": 1,
-        "model": "m",
-        "choices": [{"index": 0, "text": "t", "logprobs": {"tokens": tokens}}],
-    }
-    body = msgspec.json.encode(document)
+    body = completion_body({"index": 0, "text": "t", "logprobs": {"tokens": tokens}})
     assert _decode._find_logprobs is not None
     assert _decode._find_logprobs(body) == reference_spans(body) != []
     completion = lazy(body)
@@ -411,26 +404,19 @@ def test_a_large_body_takes_the_scan_and_matches_eager_decode(
 ) -> None:
     monkeypatch.undo()  # the production threshold
     tokens = [f" tok{i}" for i in range(600)]
-    document = {
-        "id": "c",
-        "object": "text_completion",
-        "created": 1,
-        "model": "m",
-        "choices": [
-            {
-                "index": 0,
-                "text": "".join(tokens),
-                "logprobs": {
-                    "tokens": tokens,
-                    "token_logprobs": [-i / 7 for i in range(600)],
-                    "top_logprobs": [{t: -0.25} for t in tokens],
-                    "text_offset": list(range(600)),
-                },
-                "finish_reason": "length",
-            }
-        ],
-    }
-    body = msgspec.json.encode(document)
+    body = completion_body(
+        {
+            "index": 0,
+            "text": "".join(tokens),
+            "logprobs": {
+                "tokens": tokens,
+                "token_logprobs": [-i / 7 for i in range(600)],
+                "top_logprobs": [{t: -0.25} for t in tokens],
+                "text_offset": list(range(600)),
+            },
+            "finish_reason": "length",
+        }
+    )
     assert len(body) >= _decode._SCAN_FROM_BYTES
     calls: list[int] = []
     scan = _decode._find_logprobs
@@ -469,21 +455,13 @@ def _no_top_logprobs_then_an_object_field() -> bytes:
     # A byte search for where the logprobs end (an earlier prototype) stopped at the end of
     # the later field here, and lost finish_reason.
     tokens = [f"t{i}" for i in range(300)]
-    return msgspec.json.encode(
+    return completion_body(
         {
-            "id": "cmpl-1",
-            "object": "text_completion",
-            "created": 1,
-            "model": "m",
-            "choices": [
-                {
-                    "text": "".join(tokens),
-                    "index": 0,
-                    "logprobs": {"tokens": tokens, "token_logprobs": [-0.5] * 300},
-                    "finish_reason": "stop",
-                    "content_filter_results": {"flagged_ids": [1]},
-                }
-            ],
+            "text": "".join(tokens),
+            "index": 0,
+            "logprobs": {"tokens": tokens, "token_logprobs": [-0.5] * 300},
+            "finish_reason": "stop",
+            "content_filter_results": {"flagged_ids": [1]},
         }
     )
 

@@ -150,6 +150,16 @@ def render(spec: list[tuple[str, int, str]], newline: bytes | list[bytes], done:
     return b"".join(out)
 
 
+def render_line_by_line(
+    spec: list[tuple[str, int, str]], line_ends: list[bytes], done: bool
+) -> bytes:
+    """Like :func:`render`, with the line ends used in turn one per line end, not per event:
+    one event can end in CRLF then LF, or CR then CRLF."""
+    *lines, last = render(spec, b"\x00", done).split(b"\x00")
+    ends = itertools.cycle(line_ends)
+    return b"".join(line + next(ends) for line in lines) + last
+
+
 @settings(max_examples=250, deadline=None)
 @given(
     spec=events,
@@ -369,10 +379,7 @@ async def test_line_ends_drawn_one_by_one_any_chunking_match_the_framer(
 ) -> None:
     # Each line end on its own, so one event can end in CRLF then LF, or CR then CRLF: the
     # CRLF path's half-finished blank lines must give way to the framer exactly when SSE does.
-    marked = render(spec, b"\x00", done)
-    ends = itertools.cycle(line_ends)
-    body = b"".join(part + next(ends) for part in marked.split(b"\x00")[:-1])
-    body += marked.split(b"\x00")[-1]
+    body = render_line_by_line(spec, line_ends, done)
     expected_texts, expected_error = reference(body)
     texts, error = await run(cut(body, points))
     assert texts == expected_texts
@@ -434,9 +441,7 @@ async def test_each_event_is_out_after_the_read_that_completes_it(
 ) -> None:
     # No path may sit on a complete event waiting for more bytes (a live stream may pause
     # right after it): after every read, as many chunks as the framer has events.
-    marked = render(spec, b"\x00", done=False)
-    ends = itertools.cycle(line_ends)
-    body = b"".join(part + next(ends) for part in marked.split(b"\x00")[:-1])
+    body = render_line_by_line(spec, line_ends, done=False)
     stream = CompletionStream(cast(Response, FakeResponse([])), accumulate=False)
     framer = SSEDecoder()
     ready = expected = 0
